@@ -1,0 +1,103 @@
+# echoflow — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TOOLS ?= .tools
+UV_VERSION ?= 0.13.9
+# helm and kubectl from PATH when present, else fetched into $(TOOLS) by `make tools`.
+HELM ?= $(shell command -v helm 2>/dev/null || echo $(CURDIR)/$(TOOLS)/helm)
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CURDIR)/$(TOOLS)/kubectl)
+export HELM KUBECTL
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+IMAGE_REPO ?= echoflow
+IMAGE_TAG ?= $(VERSION)-$(REVISION)
+IMAGE ?= $(IMAGE_REPO):$(IMAGE_TAG)
+BASE_IMAGE ?=
+CA_BUNDLE ?=
+CHART_DIR := charts/echoflow
+CHART_REPO ?=
+KIND_CLUSTER ?= echoflow
+DATA ?= ../shared/data
+OUT ?= out
+export IMAGE IMAGE_REPO IMAGE_TAG VERSION REVISION BASE_IMAGE CA_BUNDLE KIND_CLUSTER
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e '.[test]'
+	touch $@
+
+.PHONY: install
+install: $(BIN)/.installed ## Create .venv with the pinned dependency set (constraints.txt)
+
+.PHONY: demo
+demo: install ## Convert the sample EK60 and AZFP files in ../shared/data into ./out (no server needed)
+	$(BIN)/echoflow convert $(DATA)/ek60/*.raw --sonar-model EK60 --out $(OUT)/ek60 --format zarr
+	$(BIN)/echoflow convert $(DATA)/azfp/*.01A --sonar-model AZFP --xml $(DATA)/azfp/17030815.XML --out $(OUT)/azfp --format netcdf
+
+.PHONY: lock
+lock: install ## Re-resolve constraints.txt (then run `make test` before committing it)
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --no-header -o constraints.txt
+
+.PHONY: tools
+tools: $(if $(findstring $(TOOLS),$(HELM)),$(TOOLS)/helm) ## Fetch helm + kubectl into .tools when not on PATH
+
+$(TOOLS)/helm:
+	scripts/fetch-tools.sh $(TOOLS)
+
+.PHONY: test
+test: install tools ## Run the whole test suite (unit, flows, chart, image and pod replay)
+	$(BIN)/pytest
+
+.PHONY: test-fast
+test-fast: install ## Tests that need neither helm nor Docker
+	$(BIN)/pytest tests/unit tests/flows
+
+.PHONY: bench
+bench: install ## Benchmarks: sequential echopype vs process pool vs echoflow (prints ratios)
+	$(BIN)/python benchmarks/convert_bench.py
+
+.PHONY: image
+image: ## Build the image $(IMAGE) (BASE_IMAGE=..., CA_BUNDLE=path for TLS-inspecting proxies)
+	scripts/build-image.sh
+
+.PHONY: chart-lint
+chart-lint: tools ## helm lint the chart
+	$(HELM) lint $(CHART_DIR) --strict
+
+.PHONY: chart-test
+chart-test: install tools ## Render, schema-validate and check the chart (no cluster)
+	$(BIN)/pytest tests/chart
+
+.PHONY: chart-package
+chart-package: tools ## Package the chart as a versioned .tgz + index.yaml, or push to CHART_REPO=oci://...
+	scripts/chart-package.sh
+
+.PHONY: kind-up
+kind-up: ## Create the kind cluster from k8s/kind-config.yaml
+	scripts/kind.sh up
+
+.PHONY: kind-load
+kind-load: ## Load $(IMAGE) into the kind cluster
+	scripts/kind.sh load
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster
+	scripts/kind.sh down
+
+.PHONY: e2e
+e2e: tools ## On kind: build, install chart + S3, convert the samples as Jobs, read them back (KEEP=1 keeps the cluster)
+	scripts/e2e.sh
+
+.PHONY: clean
+clean: ## Remove build output (keeps .venv and .tools)
+	rm -rf $(OUT) dist build .pytest_cache *.tgz index.yaml
