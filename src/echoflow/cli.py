@@ -1,0 +1,181 @@
+"""The `echoflow` command: thin — parse, call a flow, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from echoflow import __version__
+from echoflow.errors import EchoflowError, one_line
+
+app = typer.Typer(help="Ocean-sonar data conversion and processing with echopype and Prefect.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_options(pairs: List[str], what: str) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE parsed as JSON when it is JSON (true, 3, {...})."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"{what} {pair!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _version(value: bool) -> None:
+    if value:
+        import echopype
+        import prefect
+
+        out.print(f"echoflow {__version__} (echopype {echopype.__version__}, prefect {prefect.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show versions and exit."),
+) -> None:
+    """echoflow: raw echosounder files → analysis-ready zarr / netCDF."""
+
+
+@app.command()
+def convert(
+    sources: List[str] = typer.Argument(..., help="Raw files, globs, s3:// or https:// URLs, or @manifest.txt"),
+    sonar_model: str = typer.Option(..., "--sonar-model", "-m", help="EK60, EK80, AZFP, AD2CP, …"),
+    out_prefix: str = typer.Option(..., "--out", "-o", help="Output folder or s3:// prefix"),
+    output_type: str = typer.Option("netcdf", "--format", "-f", help="zarr or netcdf"),
+    xml: Optional[str] = typer.Option(None, "--xml", help="Instrument XML (AZFP)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reconvert complete outputs"),
+    concurrency: int = typer.Option(0, "--concurrency", "-j", min=0, help="Worker processes (0: one per CPU)"),
+    anon: bool = typer.Option(False, "--anon", help="Read inputs anonymously (public buckets)"),
+    input_option: List[str] = typer.Option([], "--input-option", help="fsspec option for inputs, KEY=VALUE"),
+    output_option: List[str] = typer.Option([], "--output-option", help="fsspec option for outputs, KEY=VALUE"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs"),
+) -> None:
+    """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
+    from echoflow.home import use_embedded_default
+
+    where = use_embedded_default(quiet=not verbose)
+    from echoflow.flows.batch import convert_batch
+    from echoflow.flows.common import add_listener
+    from echoflow.params import BatchRequest
+    from echoflow.report import Summary
+
+    in_opts = parse_options(input_option, "--input-option")
+    if anon:
+        in_opts["anon"] = True
+    params = dict(sources=sources, sonar_model=sonar_model, output_prefix=out_prefix,
+                  output_type=output_type, xml_path=xml, concurrency=concurrency,
+                  overwrite=overwrite, input_storage_options=in_opts,
+                  output_storage_options=parse_options(output_option, "--output-option"))
+    try:
+        BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
+    except EchoflowError as exc:
+        fail(one_line(exc))
+    except ValueError as exc:
+        fail(_pydantic_message(exc))
+
+    with Progress(TextColumn("[bold]converting"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        job = bar.add_task("", total=None)
+
+        def on_event(kind: str, value: Any) -> None:
+            if kind == "total":
+                bar.update(job, total=value)
+            else:
+                bar.update(job, advance=1, description=Path(value.source).name)
+
+        remove = add_listener(on_event)
+        try:
+            state = convert_batch(**params, return_state=True)
+        finally:
+            remove()
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        fail(one_line(result))
+    summary = Summary.model_validate(result)
+    print_summary(summary)
+    err.print(f"[dim]runs recorded in: {where}[/]", highlight=False)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+def print_summary(summary: Any) -> None:
+    table = Table(title=summary.headline(), title_justify="left")
+    for col in ("file", "status", "output", "MB", "s", "error"):
+        table.add_column(col, overflow="fold")
+    colour = {"converted": "green", "skipped": "cyan", "failed": "red"}
+    for f in summary.files:
+        table.add_row(Path(f.source).name, f"[{colour[f.status]}]{f.status}[/]", f.output or "",
+                      f"{f.bytes / 1e6:.2f}" if f.bytes else "", f"{f.seconds:.1f}" if f.seconds else "",
+                      f.error or "")
+    out.print(table)
+
+
+def _pydantic_message(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = [f"{'.'.join(map(str, e['loc'])) or 'parameters'}: {e['msg']}" for e in errors()]
+        return "; ".join(parts)
+    return str(exc)
+
+
+@app.command()
+def graph(
+    flow_name: str = typer.Argument("convert-raw-sonar", help="convert-raw-sonar or convert-batch"),
+    output: Path = typer.Option(Path("echoflow-graph.png"), "--out", "-o", help=".png, .svg, .pdf or .mmd"),
+) -> None:
+    """Write a flow's task graph to an image file (without running it)."""
+    from echoflow.home import use_embedded_default
+
+    use_embedded_default()
+    from echoflow.graph import write_graph
+
+    try:
+        write_graph(flow_name, output)
+    except EchoflowError as exc:
+        fail(one_line(exc))
+    out.print(f"wrote {output}")
+
+
+def _register_extras() -> None:
+    try:
+        from echoflow.recipes.commands import register
+    except ImportError:  # recipes not installed in this build
+        return
+    register(app)
+
+
+_register_extras()
+
+
+def main() -> None:
+    try:
+        app()
+    except EchoflowError as exc:
+        fail_code = 2
+        err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False)
+        sys.exit(fail_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Conversion of one raw file with echopype: open → provenance → write → commit.
+
+No Prefect here: the flows wrap these functions in tasks, and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from echoflow import __version__, integrity, storage
+from echoflow.errors import EchoflowError, RawFileError, one_line
+from echoflow.params import EXTENSIONS, ConvertRequest
+from echoflow.report import FileResult
+
+if TYPE_CHECKING:
+    from echopype.echodata import EchoData
+
+
+def resolve_output(req: ConvertRequest) -> str:
+    """`output_path` may name the output itself (ends in .nc/.zarr) or a folder/prefix for it."""
+    ext = EXTENSIONS[req.output_type]
+    if req.output_path.rstrip("/").endswith(ext):
+        return req.output_path.rstrip("/")
+    return storage.output_url(req.output_path, req.raw_file, ext)
+
+
+def provenance(req: ConvertRequest) -> dict[str, Any]:
+    import echopype
+
+    return {
+        "echoflow_source_url": storage.public_url(req.raw_file),
+        "echoflow_sonar_model": req.sonar_model,
+        "echoflow_version": __version__,
+        "echoflow_echopype_version": echopype.__version__,
+        "echoflow_conversion_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
+    """Fetch the raw (and XML) file, check its structure, parse it with echopype."""
+    import echopype
+
+    raw = storage.fetch(req.raw_file, req.input_storage_options, workdir)
+    xml = storage.fetch(req.xml_path, req.input_storage_options, workdir) if req.xml_path else None
+    where = storage.shown(req.raw_file)
+    try:
+        integrity.check_raw(raw, req.sonar_model)
+    except RawFileError as exc:
+        raise RawFileError(str(exc).replace(raw, where, 1)) from None
+    try:
+        ed = echopype.open_raw(
+            raw, sonar_model=req.sonar_model, xml_path=xml, convert_params=req.convert_params
+        )
+    except EchoflowError:
+        raise
+    except Exception as exc:
+        raise RawFileError(
+            f"{where}: cannot be read as {req.sonar_model} data ({one_line(exc)}); "
+            f"check --sonar-model and that the file is complete"
+        ) from exc
+    beam = ed["Sonar/Beam_group1"]
+    if beam is None or beam.sizes.get("ping_time", 0) == 0:
+        raise RawFileError(f"{where}: holds no pings; the file is empty or not {req.sonar_model} data")
+    for group in ("Top-level", "Provenance"):
+        ed[group].attrs.update(provenance(req))
+    return ed
+
+
+def save(ed: "EchoData", req: ConvertRequest, workdir: Path) -> tuple[str, int]:
+    """Write the converted data beside its destination, commit it, return (output, bytes)."""
+    output = resolve_output(req)
+    staged = storage.staging_path(output, workdir)
+    try:
+        if req.output_type == "zarr":
+            ed.to_zarr(str(staged), overwrite=True)
+        else:
+            ed.to_netcdf(str(staged), overwrite=True)
+    except Exception as exc:
+        storage.discard(staged)
+        raise storage.io_error(exc, output, "writing the converted data") from exc
+    nbytes = storage.size_of(staged)
+    record = {**{k.removeprefix("echoflow_"): v for k, v in ed["Provenance"].attrs.items()
+                 if k.startswith("echoflow_")},
+              "output": storage.public_url(output), "output_type": req.output_type, "bytes": nbytes}
+    try:
+        storage.commit(staged, output, req.output_storage_options, record)
+    finally:
+        storage.discard(staged)
+    return output, nbytes
+
+
+def existing(req: ConvertRequest) -> Optional[dict[str, Any]]:
+    """The completion record of this request's output when it is complete and may be kept."""
+    if req.overwrite:
+        return None
+    return storage.read_marker(resolve_output(req), req.output_storage_options)
+
+
+def convert_file(req: ConvertRequest) -> FileResult:
+    """Convert one file end to end; errors are raised, not swallowed (the caller records them)."""
+    start = time.perf_counter()
+    done = existing(req)
+    if done is not None:
+        return FileResult(source=storage.public_url(req.raw_file), status="skipped",
+                          output=storage.public_url(resolve_output(req)), bytes=done.get("bytes"),
+                          seconds=round(time.perf_counter() - start, 3))
+    with storage.scratch_dir() as workdir:
+        ed = open_raw(req, workdir)
+        try:
+            output, nbytes = save(ed, req, workdir)
+        finally:
+            del ed
+            gc.collect()  # EchoData holds large arrays; free them before the next file
+    return FileResult(source=storage.public_url(req.raw_file), status="converted",
+                      output=storage.public_url(output), bytes=nbytes,
+                      seconds=round(time.perf_counter() - start, 3))

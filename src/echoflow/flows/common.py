@@ -1,0 +1,53 @@
+"""Pieces every flow shares: retry policy, cpu count, progress listeners."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect.tasks import exponential_backoff
+
+from echoflow.errors import is_transient
+from echoflow.report import FileResult
+
+RETRIES = 3
+RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2, 4, 8 s (+ jitter)
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry network/storage hiccups only; bad data or parameters fail at once."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            state.result()
+        except BaseException as raised:  # noqa: BLE001 - classify whatever the task raised
+            exc = raised
+    return exc is not None and is_transient(exc)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity, then a cgroup v2 quota (a pod's cpu limit)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+Listener = Callable[[str, FileResult | int], None]
+_listeners: list[Listener] = []
+
+
+def add_listener(fn: Listener) -> Callable[[], None]:
+    """Observe batch progress in this process ('total', n) then ('file', result) per file."""
+    _listeners.append(fn)
+    return lambda: _listeners.remove(fn)
+
+
+def emit(kind: str, value: FileResult | int) -> None:
+    for fn in list(_listeners):
+        fn(kind, value)

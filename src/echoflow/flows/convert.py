@@ -1,0 +1,73 @@
+"""`convert_raw_sonar`: one raw file to zarr / netCDF, in two tasks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from echoflow import convert, storage
+from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient
+from echoflow.params import ConvertRequest, OutputType
+
+if TYPE_CHECKING:
+    from echopype.echodata import EchoData
+
+
+@task(name="Open Raw File", cache_policy=NO_CACHE, retries=RETRIES,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def open_raw_file(req: ConvertRequest) -> "EchoData":
+    log = get_run_logger()
+    log.info("Opening %s as %s", storage.shown(req.raw_file), req.sonar_model)
+    with storage.scratch_dir() as workdir:
+        ed = convert.open_raw(req, workdir)
+    beam = ed["Sonar/Beam_group1"]
+    log.info("Opened %s: %d channels, %d pings", storage.shown(req.raw_file),
+             beam.sizes.get("channel", 0), beam.sizes.get("ping_time", 0))
+    return ed
+
+
+@task(name="Save Converted File", cache_policy=NO_CACHE, retries=RETRIES,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def save_converted_file(ed: "EchoData", req: ConvertRequest) -> str:
+    log = get_run_logger()
+    log.info("Saving %s as %s to %s", storage.shown(req.raw_file), req.output_type,
+             storage.shown(convert.resolve_output(req)))
+    with storage.scratch_dir() as workdir:
+        output, nbytes = convert.save(ed, req, workdir)
+    log.info("Saved %s (%d bytes)", storage.shown(output), nbytes)
+    return output
+
+
+@flow(name="convert-raw-sonar", log_prints=True)
+def convert_raw_sonar(
+    raw_file: str,
+    sonar_model: str,
+    xml_path: Optional[str] = None,
+    convert_params: Optional[dict[str, Any]] = None,
+    input_storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated; the API's documented default
+    *,
+    output_path: str,
+    output_type: OutputType = "netcdf",
+    overwrite: bool = False,
+    output_storage_options: dict[str, Any] = {},  # noqa: B006
+) -> str:
+    """Convert one raw echosounder file with echopype; returns the converted file's path.
+
+    `output_path` names the output (ending in .nc / .zarr) or a folder / S3 prefix for it.
+    A complete output is kept unless `overwrite` is set.
+    """
+    req = ConvertRequest(
+        raw_file=raw_file, sonar_model=sonar_model, xml_path=xml_path,
+        convert_params=convert_params, input_storage_options=input_storage_options,
+        output_path=output_path, output_type=output_type, overwrite=overwrite,
+        output_storage_options=output_storage_options,
+    )
+    done = convert.existing(req)
+    if done is not None:
+        get_run_logger().info("%s is complete (converted %s); skipping", done.get("output"),
+                              done.get("conversion_time"))
+        return convert.resolve_output(req)
+    ed = open_raw_file(req)
+    return save_converted_file(ed, req)
