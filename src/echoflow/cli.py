@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -72,6 +74,8 @@ def convert(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs"),
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
+    # echopype takes seconds to import; let it load while Prefect starts up.
+    threading.Thread(target=importlib.import_module, args=("echopype",), daemon=True).start()
     from echoflow.home import use_embedded_default
 
     where = use_embedded_default(quiet=not verbose)

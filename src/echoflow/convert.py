@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -75,10 +76,13 @@ def save(ed: "EchoData", req: ConvertRequest, workdir: Path) -> tuple[str, int]:
     output = resolve_output(req)
     staged = storage.staging_path(output, workdir)
     try:
-        if req.output_type == "zarr":
-            ed.to_zarr(str(staged), overwrite=True)
-        else:
-            ed.to_netcdf(str(staged), overwrite=True)
+        with warnings.catch_warnings():
+            # zarr 3 warns on every string array echopype writes; nothing a user can act on.
+            warnings.filterwarnings("ignore", module=r"zarr\..*")
+            if req.output_type == "zarr":
+                ed.to_zarr(str(staged), overwrite=True)
+            else:
+                ed.to_netcdf(str(staged), overwrite=True)
     except Exception as exc:
         storage.discard(staged)
         raise storage.io_error(exc, output, "writing the converted data") from exc

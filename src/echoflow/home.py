@@ -27,5 +27,11 @@ def use_embedded_default(quiet: bool = True) -> str:
         home = echoflow_home() / "prefect"
         home.mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(home)
-    env.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-    return f"embedded Prefect API, database in {env['PREFECT_HOME']}"
+    if env.get("ECHOFLOW_LOCAL_SERVER", "1") == "0":
+        # Prefect's own per-process ephemeral API: nothing left running, slower start.
+        env.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+        return f"ephemeral Prefect API, database in {env['PREFECT_HOME']}"
+    from echoflow.localserver import ensure
+
+    env["PREFECT_API_URL"] = ensure(echoflow_home())
+    return f"local Prefect API {env['PREFECT_API_URL']} (UI at {env['PREFECT_API_URL'][:-4]}), database in {env['PREFECT_HOME']}"
