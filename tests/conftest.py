@@ -14,11 +14,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA", REPO.parent / "shared" / "data"))
-EK60_RAW = DATA / "ek60" / "DY1801_EK60-D20180211-T164025.raw"
-AZFP_RAW = DATA / "azfp" / "17031001.01A"
-AZFP_XML = DATA / "azfp" / "17030815.XML"
+from samples import AZFP_RAW, AZFP_XML, DATA, EK60_RAW, REPO  # noqa: F401 - re-exported
+
 BIN = Path(sys.executable).parent
 
 
@@ -82,6 +79,9 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
         os.environ["PREFECT_API_URL"] = url
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)  # ship queued run logs while the server is up
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         stop(proc)

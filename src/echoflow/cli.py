@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import threading
@@ -42,6 +41,12 @@ def parse_options(pairs: List[str], what: str) -> dict[str, Any]:
     return options
 
 
+def _load_echopype() -> None:
+    from echoflow._echopype import load
+
+    load()
+
+
 def _version(value: bool) -> None:
     if value:
         import echopype
@@ -75,7 +80,7 @@ def convert(
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
     # echopype takes seconds to import; let it load while Prefect starts up.
-    threading.Thread(target=importlib.import_module, args=("echopype",), daemon=True).start()
+    threading.Thread(target=_load_echopype, daemon=True).start()
     from echoflow.home import use_embedded_default
 
     where = use_embedded_default(quiet=not verbose)

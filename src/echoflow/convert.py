@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from echoflow import __version__, integrity, storage
+from echoflow._echopype import load
 from echoflow.errors import EchoflowError, RawFileError, one_line
 from echoflow.params import EXTENSIONS, ConvertRequest
 from echoflow.report import FileResult
@@ -30,7 +31,7 @@ def resolve_output(req: ConvertRequest) -> str:
 
 
 def provenance(req: ConvertRequest) -> dict[str, Any]:
-    import echopype
+    echopype = load()
 
     return {
         "echoflow_source_url": storage.public_url(req.raw_file),
@@ -43,7 +44,7 @@ def provenance(req: ConvertRequest) -> dict[str, Any]:
 
 def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
     """Fetch the raw (and XML) file, check its structure, parse it with echopype."""
-    import echopype
+    echopype = load()
 
     raw = storage.fetch(req.raw_file, req.input_storage_options, workdir)
     xml = storage.fetch(req.xml_path, req.input_storage_options, workdir) if req.xml_path else None
@@ -66,8 +67,11 @@ def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
     beam = ed["Sonar/Beam_group1"]
     if beam is None or beam.sizes.get("ping_time", 0) == 0:
         raise RawFileError(f"{where}: holds no pings; the file is empty or not {req.sonar_model} data")
+    record = provenance(req)
     for group in ("Top-level", "Provenance"):
-        ed[group].attrs.update(provenance(req))
+        ds = ed[group]  # a copy: echopype hands out datasets, so set it back
+        ds.attrs.update(record)
+        ed[group] = ds
     return ed
 
 

@@ -13,7 +13,7 @@ class EchoflowError(Exception):
     transient = False
 
 
-class ParameterError(EchoflowError, ValueError):
+class ParameterError(EchoflowError):
     """A parameter is invalid; raised before any data is read."""
 
 

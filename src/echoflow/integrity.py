@@ -41,7 +41,7 @@ def check_simrad_framing(path: str, sonar_model: str) -> None:
                     other = [m for m, k in FIRST_DATAGRAM.items() if k == kind]
                     hint = f" (it looks like {'/'.join(other)} data)" if other else ""
                     raise RawFileError(
-                        f"{path}: does not start like a {sonar_model} file{hint}; check --sonar-model"
+                        f"{path}: does not start like {sonar_model} data{hint}; check --sonar-model"
                     )
                 f.seek(-4, 1)
                 first = False

@@ -17,8 +17,9 @@ EXTENSIONS = {"netcdf": ".nc", "zarr": ".zarr"}
 @lru_cache
 def sonar_models() -> dict[str, bool]:
     """Every sonar model echopype can convert, mapped to whether it needs an XML file."""
-    from echopype.core import SONAR_MODELS
+    from echoflow._echopype import load
 
+    SONAR_MODELS = load().core.SONAR_MODELS
     return {name: bool(spec.get("xml")) for name, spec in SONAR_MODELS.items()}
 
 

@@ -1,0 +1,19 @@
+"""The one way echoflow imports echopype.
+
+echopype's import calls `logging.disable(logging.WARNING)` for the whole process,
+which would silence Prefect's run logs; undo that and quiet echopype's own loggers only.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+
+
+def load() -> ModuleType:
+    import echopype
+
+    if logging.root.manager.disable == logging.WARNING:
+        logging.disable(logging.NOTSET)
+    logging.getLogger("echopype").setLevel(logging.WARNING)
+    return echopype

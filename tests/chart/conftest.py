@@ -1,0 +1,53 @@
+"""Chart-only fixtures: the helm binary and the chart rendered for several value sets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jobtemplate as jt  # noqa: E402
+
+# Value sets every rendering check runs on; the k8s/values-*.yaml are the documented examples.
+VALUE_SETS: dict[str, dict] = {
+    "defaults": {"files": [], "set": {}},
+    "prefect-cloud": {"files": ["k8s/values-prefect-cloud.yaml"], "set": {}},
+    "existing-server": {"files": ["k8s/values-existing-server.yaml"], "set": {}},
+    "eks-irsa": {"files": ["k8s/values-eks-irsa.yaml"], "set": {}},
+    "kind": {"files": ["k8s/values-kind.yaml"], "set": {"image.tag": "0.1.0-test"}},
+    "postgres": {"files": [], "set": {"server.database.existingSecret": "prefect-db"}},
+    "jobs-namespace": {"files": [], "set": {"flowRuns.namespace": "echoflow-jobs",
+                                            "flowRuns.s3.existingSecret": "echoflow-s3"}},
+}
+RELEASE = "echoflow"
+NAMESPACE = "sonar"
+# --kube-version: the chart's kubeVersion constraint must accept both ends.
+KUBE_VERSIONS = {"1.29": "1.29.0", "1.35": "1.35.0"}
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    """Fails (never skips) when no helm can be found."""
+    try:
+        return jt.helm_binary()
+    except jt.HelmNotFound as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def render(helm_bin):
+    """render(value_set, kube="1.35") -> rendered objects, cached for the session."""
+    cache: dict[tuple[str, str], list[dict]] = {}
+
+    def _render(value_set: str, kube: str = "1.35") -> list[dict]:
+        key = (value_set, kube)
+        if key not in cache:
+            spec = VALUE_SETS[value_set]
+            cache[key] = jt.render_chart(spec["files"], spec["set"], release=RELEASE,
+                                         namespace=NAMESPACE, kube_version=KUBE_VERSIONS[kube])
+        return cache[key]
+
+    return _render
