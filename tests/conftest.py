@@ -74,16 +74,18 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_http(f"{url}/health", proc, log)
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.context import refresh_global_settings_context
+        from prefect.logging.handlers import APILogWorker
 
+        # Process-wide, not a context var: threads and spawned workers must see it too.
         os.environ["PREFECT_API_URL"] = url
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=10)  # ship queued run logs while the server is up
+        refresh_global_settings_context()
+        yield url
+        APILogWorker.drain_all(timeout=10)  # ship queued run logs while the server is up
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        if "prefect.context" in sys.modules:
+            sys.modules["prefect.context"].refresh_global_settings_context()
         stop(proc)
 
 

@@ -16,7 +16,20 @@ def flow_run_logs(flow_run_id: UUID) -> list[str]:
     return [log.message for log in logs]
 
 
-def task_runs(flow_run_id: UUID) -> list:
+def task_runs(flow_run_id: UUID, expect: int | None = None, timeout: float = 20) -> list:
+    """Task runs of a flow run; with `expect`, wait for that many (workers report them as events)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = _task_runs(flow_run_id)
+        final = [t for t in runs if t.state and t.state.is_final()]
+        if expect is None or len(final) >= expect or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
+
+
+def _task_runs(flow_run_id: UUID) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 

@@ -71,7 +71,32 @@ def _grid(ds: "xr.Dataset", channel: Any) -> tuple[str, np.ndarray, np.ndarray, 
     return name, sv["ping_time"].values, y[keep], c[:, keep]
 
 
-def echogram_png(ds: "xr.Dataset", channel: Any, title: str, vmin: float, vmax: float) -> bytes:
+def _with_gaps(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blank columns where pings pause (between files) so cells do not stretch over the gap."""
+    if len(t) < 3:
+        return t, c
+    dt = np.diff(t)
+    step = np.median(dt)
+    gaps = np.nonzero(dt > 5 * step)[0]
+    if not len(gaps):
+        return t, c
+    # Two blank columns per gap: one after its last ping, one before the next ping.
+    at = np.repeat(gaps + 1, 2)
+    t = np.insert(t, at, np.column_stack([t[gaps] + step, t[gaps + 1] - step]).ravel())
+    c = np.insert(c, at, np.nan, axis=0)
+    return t, c
+
+
+def color_range(c: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
+    """Fixed limits when given, else the 1st-99th percentile of this channel."""
+    finite = c[np.isfinite(c)]
+    lo, hi = np.percentile(finite, [1, 99]) if finite.size else (-80.0, -30.0)
+    lo, hi = (vmin if vmin is not None else float(lo)), (vmax if vmax is not None else float(hi))
+    return (lo, hi) if hi > lo else (lo, lo + 1)
+
+
+def echogram_png(ds: "xr.Dataset", channel: Any, title: str, vmin: float | None = None,
+                 vmax: float | None = None) -> bytes:
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -80,14 +105,17 @@ def echogram_png(ds: "xr.Dataset", channel: Any, title: str, vmin: float, vmax: 
     fig = Figure(figsize=(9, 3.6), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if c.size and len(t) and len(y):
+    if c.size and len(t) > 1 and len(y) > 1:
+        t, c = _with_gaps(t, c)
         x = mdates.date2num(t.astype("datetime64[ms]").astype(object))
-        mesh = ax.pcolormesh(x if len(x) > 1 else np.r_[x, x + 1e-5], y, c.T if len(x) > 1 else np.c_[c.T, c.T],
-                             shading="nearest", vmin=vmin, vmax=vmax, cmap="viridis")
+        lo, hi = color_range(c, vmin, vmax)
+        mesh = ax.pcolormesh(x, y, c.T, shading="nearest", vmin=lo, vmax=hi, cmap="viridis")
         fig.colorbar(mesh, ax=ax, label=SV_LABEL)
         ax.xaxis_date()
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
         ax.invert_yaxis()
+    else:
+        ax.text(0.5, 0.5, "too few pings or samples to draw", ha="center", transform=ax.transAxes)
     ax.set_ylabel("Depth (m)" if name == "depth" else "Range (m)")
     ax.set_xlabel("Ping time (UTC)")
     ax.set_title(title, fontsize=9)
@@ -123,7 +151,7 @@ def existing(dataset_url: str, prefix: str, stage: str, item: str, channels: lis
 
 
 def render(dataset_url: str, prefix: str, stage: str, item: str, options: dict[str, Any] | None,
-           vmin: float = -80.0, vmax: float = -30.0, redo: bool = True) -> list[Echogram]:
+           vmin: float | None = None, vmax: float | None = None, redo: bool = True) -> list[Echogram]:
     """One echogram PNG per channel of the Sv / MVBS output at `dataset_url`."""
     import xarray as xr
 

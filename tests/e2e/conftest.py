@@ -123,6 +123,8 @@ def echoflow_image(docker_engine, tmp_path_factory) -> BuiltImage:
     }
     for name in ("VERSION", "REVISION"):  # the script's own defaults are under test
         env.pop(name, None)
+    previous = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", TEST_TAG],
+                              capture_output=True, text=True).stdout.strip()
     proc = subprocess.run(
         [str(SCRIPTS / "build-image.sh")], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=BUILD_TIMEOUT,
@@ -134,6 +136,11 @@ def echoflow_image(docker_engine, tmp_path_factory) -> BuiltImage:
                     f"{proc.stderr[-5000:]}", pytrace=False)
     name = proc.stdout.strip().splitlines()[-1]
     assert name == TEST_TAG, proc.stdout
+    if previous:  # the last session's build, now untagged: don't let them pile up
+        current = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", TEST_TAG],
+                                 capture_output=True, text=True).stdout.strip()
+        if current and current != previous:
+            subprocess.run(["docker", "image", "rm", previous], capture_output=True)
     for line in proc.stderr.splitlines():
         if line.startswith(("build-image:", "build-standin-base:")):
             print(line, file=sys.stderr)

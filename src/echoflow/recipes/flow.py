@@ -10,7 +10,7 @@ pass output paths, never datasets; a stage whose output is complete is skipped.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
@@ -43,7 +43,7 @@ def stage_task(job: Job, overwrite: bool = False) -> StageResult:
 
 @task(name="Quick-look", task_run_name="quick-look {job.stage} {job.item}", cache_policy=NO_CACHE,
       retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def quicklook_task(job: Job, prefix: str, vmin: float, vmax: float, redo: bool) -> list[quicklook.Echogram]:
+def quicklook_task(job: Job, prefix: str, vmin: Optional[float], vmax: Optional[float], redo: bool) -> list[quicklook.Echogram]:
     return quicklook.render(job.output, prefix, job.stage, job.item, job.storage_options,
                             vmin=vmin, vmax=vmax, redo=redo)
 
@@ -84,13 +84,14 @@ def run_jobs(jobs: list[Job], overwrite: bool, workers: int) -> list[StageResult
         futures = {runner.submit(stage_task, {"job": j, "overwrite": overwrite}): i for i, j in enumerate(jobs)}
         for fut in as_completed(list(futures)):
             i = futures[fut]
-            results[i] = _result(jobs[i], fut.state)
+            results[i] = _result(jobs[i], fut)
     return [results[i] for i in range(len(jobs))]
 
 
-def _result(job: Job, state: Any) -> StageResult:
+def _result(job: Job, run: Any) -> StageResult:
+    """The task's result from its final state or future (`.result()` waits for the end)."""
     try:
-        return state.result()
+        return run.result()
     except Exception as exc:  # noqa: BLE001 - each item's failure is reported
         return failed(job, one_line(exc))
 

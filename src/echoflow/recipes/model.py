@@ -27,19 +27,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _bin(value: str, pattern: re.Pattern, example: str, unit: str) -> str:
-    m = pattern.match(value)
+def _bin(value: Any, pattern: re.Pattern, example: str, unit: str) -> str:
+    m = pattern.match(value) if isinstance(value, str) else None
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"{value!r} is not a bin size; expected a positive number of {unit} such as {example!r}")
     return value.strip()
 
 
-def _time_bin(value: str) -> str:
+def _time_bin(value: Any) -> str:
     import pandas as pd
+
+    from echoflow._echopype import load
+
+    load()  # echopype's import settings first (see echoflow._echopype)
     from echopype.commongrid.utils import ping_time_bin_parsing_and_conversion
 
     try:
-        ok = pd.Timedelta(value) > pd.Timedelta(0)
+        ok = isinstance(value, str) and pd.Timedelta(value) > pd.Timedelta(0)
         pd.tseries.frequencies.to_offset(value)
         ping_time_bin_parsing_and_conversion(value)  # what echopype does with it
     except (ValueError, KeyError, TypeError):
@@ -73,14 +77,15 @@ class MVBSParams(_Strict):
     ping_time_bin: str = "20s"
     closed: Literal["left", "right"] = "left"
 
-    @field_validator("range_bin")
+    # mode="before": `range_bin: 20` (a number in YAML) gets the bin message, not "not a string".
+    @field_validator("range_bin", mode="before")
     @classmethod
-    def _range(cls, v: str) -> str:
+    def _range(cls, v: Any) -> str:
         return _bin(v, RANGE_BIN, "20m", "metres")
 
-    @field_validator("ping_time_bin")
+    @field_validator("ping_time_bin", mode="before")
     @classmethod
-    def _ping(cls, v: str) -> str:
+    def _ping(cls, v: Any) -> str:
         return _time_bin(v)
 
 
@@ -89,14 +94,14 @@ class NASCParams(_Strict):
     dist_bin: str = "0.5nmi"
     closed: Literal["left", "right"] = "left"
 
-    @field_validator("range_bin")
+    @field_validator("range_bin", mode="before")
     @classmethod
-    def _range(cls, v: str) -> str:
+    def _range(cls, v: Any) -> str:
         return _bin(v, RANGE_BIN, "10m", "metres")
 
-    @field_validator("dist_bin")
+    @field_validator("dist_bin", mode="before")
     @classmethod
-    def _dist(cls, v: str) -> str:
+    def _dist(cls, v: Any) -> str:
         return _bin(v, DIST_BIN, "0.5nmi", "nautical miles")
 
 
@@ -203,9 +208,9 @@ class Output(_Strict):
 
 class Quicklook(_Strict):
     enabled: bool = True
-    vmin: float = -80.0
-    vmax: float = -30.0
-    max_artifacts: int = Field(default=24, ge=0)
+    vmin: Optional[float] = None  # colour scale in dB; default: each channel's 1st-99th percentile
+    vmax: Optional[float] = None
+    max_artifacts: int = Field(default=12, ge=0)  # image artifacts per run (each holds its PNG)
 
 
 class Recipe(_Strict):

@@ -68,7 +68,7 @@ def list_source(recipe: Recipe) -> discover.Listing:
 
 def make_plan(recipe: Recipe) -> Plan:
     """Every job of every stage, in order. Raises when the source holds nothing to process."""
-    import echopype
+    from echoflow._echopype import load
 
     listing = list_source(recipe)
     if not listing.selected:
@@ -84,7 +84,7 @@ def make_plan(recipe: Recipe) -> Plan:
     opts = recipe.output.storage_options
     common = dict(sonar_model=recipe.sonar_model, storage_options=opts)
     xml = storage.public_url(recipe.xml_path) if recipe.xml_path else None
-    version = echopype.__version__
+    version = load().__version__
 
     plans: list[StagePlan] = []
     echodata_jobs: dict[str, Job] = {}  # item -> job whose output is that item's EchoData

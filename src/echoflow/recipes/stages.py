@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 from pydantic import BaseModel
 
 from echoflow import __version__, storage
+from echoflow._echopype import load
 from echoflow.errors import EchoflowError, OutputError, one_line
 from echoflow.recipes.plan import Job, is_complete
 
@@ -39,9 +41,7 @@ class StageFailed(EchoflowError):
 
 
 def open_echodata(path: str, options: dict[str, Any]) -> "EchoData":
-    import echopype
-
-    return echopype.open_converted(path, storage_options=options or {})
+    return load().open_converted(path, storage_options=options or {})
 
 
 def open_dataset(path: str, options: dict[str, Any]) -> "xr.Dataset":
@@ -52,7 +52,7 @@ def open_dataset(path: str, options: dict[str, Any]) -> "xr.Dataset":
 
 def compute(job: Job) -> "xr.Dataset | EchoData":
     """The echopype function of `job.stage` on the job's inputs."""
-    import echopype as ep
+    ep = load()
 
     opts, p = job.storage_options, job.params
     if job.stage == "combine_echodata":
@@ -83,6 +83,13 @@ def clear_storage_encoding(ds: "xr.Dataset") -> "xr.Dataset":
 
 
 def write(result: "xr.Dataset | EchoData", staged: Path) -> None:
+    with warnings.catch_warnings():
+        # zarr 3 warns on every string array; nothing a user can act on.
+        warnings.filterwarnings("ignore", module=r"zarr\..*")
+        _write(result, staged)
+
+
+def _write(result: "xr.Dataset | EchoData", staged: Path) -> None:
     import xarray as xr
 
     if not isinstance(result, xr.Dataset):  # EchoData (combine): echopype's own writer
@@ -101,8 +108,7 @@ def write(result: "xr.Dataset | EchoData", staged: Path) -> None:
 
 
 def record(job: Job, nbytes: int) -> dict[str, Any]:
-    import echopype
-
+    echopype = load()
     return {"stage": job.stage, "item": job.item, "fingerprint": job.fingerprint,
             "output": storage.public_url(job.output), "inputs": [storage.public_url(i) for i in job.inputs],
             "echodata": storage.public_url(job.echodata) if job.echodata else None,

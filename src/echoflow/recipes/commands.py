@@ -1,0 +1,148 @@
+"""`echoflow run` and `echoflow discover` (added to the main CLI by `register`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from echoflow.errors import EchoflowError, one_line
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _options(pairs: List[str], what: str) -> dict[str, Any]:
+    from echoflow.cli import parse_options  # late: cli imports this module while loading
+
+    return parse_options(pairs, what)
+
+
+def _when(text: Optional[str], what: str) -> Optional[datetime]:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"{what} {text!r} is not a date or time; expected e.g. 2018-02-11 or 2018-02-11T16:00:00")
+    return None
+
+
+def print_listing(listing: Any) -> None:
+    table = Table(title=f"{listing.folder} ({listing.pattern})", title_justify="left")
+    for col in ("file", "start (UTC)", "MB"):
+        table.add_column(col, overflow="fold")
+    for f in listing.selected:
+        table.add_row(f.name, str(f.time or ""), f"{f.bytes / 1e6:.2f}")
+    out.print(table)
+    for f in listing.undated:
+        out.print(f"[yellow]left out[/] (no time in its name, cannot be placed in the window): {f.url}",
+                  highlight=False)
+    out.print(f"would process {listing.headline()}", highlight=False)
+
+
+def print_plan(plan: Any) -> None:
+    from echoflow.recipes.plan import is_complete
+
+    print_listing(plan.listing)
+    table = Table(title=f"recipe {plan.recipe.name}: stages", title_justify="left")
+    for col in ("stage", "outputs", "complete", "to do", "first output"):
+        table.add_column(col, overflow="fold")
+    for sp in plan.stages:
+        done = sum(is_complete(j) for j in sp.jobs)
+        table.add_row(sp.name, str(len(sp.jobs)), str(done), str(len(sp.jobs) - done),
+                      sp.jobs[0].output if sp.jobs else "")
+    out.print(table)
+
+
+def print_results(data: dict[str, Any]) -> None:
+    table = Table(title=data.get("headline", ""), title_justify="left")
+    for col in ("stage", "item", "status", "output", "s", "error"):
+        table.add_column(col, overflow="fold")
+    colour = {"converted": "green", "computed": "green", "skipped": "cyan", "failed": "red"}
+    for r in data.get("results", []):
+        table.add_row(r["stage"], r["item"], f"[{colour[r['status']]}]{r['status']}[/]", r["output"],
+                      f"{r['seconds']:.1f}" if r.get("seconds") else "", r.get("error") or "")
+    out.print(table)
+
+
+def run(
+    recipe: str = typer.Argument(..., help="Recipe YAML file (path or URL)"),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be processed; write nothing"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute complete outputs"),
+    option: List[str] = typer.Option([], "--option", help="fsspec option to read the recipe URL, KEY=VALUE"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs"),
+) -> None:
+    """Run a processing recipe (open_raw → combine → Sv → MVBS …) on the embedded Prefect API."""
+    from echoflow.recipes.load import load_recipe
+    from echoflow.recipes.plan import make_plan
+
+    opts = _options(option, "--option")
+    try:
+        rec = load_recipe(recipe, opts)  # checked in full before anything starts
+        if dry_run:
+            print_plan(make_plan(rec))
+            raise typer.Exit(0)
+    except EchoflowError as exc:
+        _fail(one_line(exc))
+
+    from echoflow.home import use_embedded_default
+
+    where = use_embedded_default(quiet=not verbose)
+    from echoflow.recipes.flow import run_recipe
+
+    with err.status(f"running recipe {rec.name}"):
+        state = run_recipe(recipe=recipe, storage_options=opts, overwrite=overwrite, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        _fail(one_line(result))
+    print_results(result)
+    err.print(f"[dim]runs recorded in: {where}[/]", highlight=False)
+    raise typer.Exit(0 if state.is_completed() else 1)
+
+
+def discover(
+    root: str = typer.Argument(..., help="Archive root, e.g. s3://ncei-wcsd-archive/data/raw, or a folder"),
+    ship: Optional[str] = typer.Option(None, "--ship", help="Ship folder, e.g. Henry_B._Bigelow"),
+    cruise: Optional[str] = typer.Option(None, "--cruise", help="Cruise folder, e.g. HB1906"),
+    instrument: Optional[str] = typer.Option(None, "--instrument", help="Instrument folder, e.g. EK60"),
+    start: Optional[str] = typer.Option(None, "--start", help="Window start (UTC), e.g. 2019-10-16T00:00"),
+    end: Optional[str] = typer.Option(None, "--end", help="Window end (UTC, excluded)"),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help="File name glob (default by --sonar-model)"),
+    sonar_model: Optional[str] = typer.Option(None, "--sonar-model", "-m", help="Sets the default pattern"),
+    anon: bool = typer.Option(False, "--anon", help="Anonymous access (public buckets)"),
+    option: List[str] = typer.Option([], "--option", help="fsspec storage option, KEY=VALUE (JSON values)"),
+) -> None:
+    """List the raw files of a ship / cruise / instrument in the window; writes nothing."""
+    from echoflow import discover as disc
+
+    parts = [ship, cruise, instrument]
+    if any(parts) and not all(parts):
+        _fail("give --ship, --cruise and --instrument together (or none, to list ROOT itself)")
+    folder = disc.archive_folder(root, *parts) if all(parts) else root
+    opts = _options(option, "--option")
+    if anon:
+        opts["anon"] = True
+    try:
+        listing = disc.list_raw(folder, pattern or disc.default_pattern(sonar_model), opts,
+                                _when(start, "--start"), _when(end, "--end"))
+    except EchoflowError as exc:
+        _fail(one_line(exc))
+    print_listing(listing)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="run")(run)
+    app.command(name="discover")(discover)
+
+
+__all__ = ["register", "Path"]

@@ -1,0 +1,162 @@
+"""The server and worker containers' commands and environment, as rendered, run here
+as real processes (paths moved into a temporary directory, ports made free)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+import jobtemplate as jt
+from conftest import RELEASE
+
+BIN = Path(os.sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def container_of(objects, name):
+    (dep,) = jt.find(objects, "Deployment", name)
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def plain_env(container, home: Path) -> dict:
+    """The container's literal env values, with the chart's HOME moved to `home`."""
+    env = {}
+    for e in container["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"].replace("/home/jovyan", str(home))
+    return env
+
+
+def start(cmd, env, log: Path) -> subprocess.Popen:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    base["PATH"] = f"{BIN}:{base.get('PATH', '')}"
+    return subprocess.Popen(cmd, env={**base, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"process exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} did not answer 200 in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def test_server_container_runs(helm_bin, tmp_path):
+    """`prefect server start` with the chart's flags and env: API healthy and ready, the
+    UI served from the writable static directory, pointing at the port-forward URL."""
+    objects = jt.render_chart()
+    c = container_of(objects, f"{RELEASE}-server")
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    data.mkdir()
+    env = plain_env(c, home)
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = env["PREFECT_API_DATABASE_CONNECTION_URL"].replace(
+        "/data/", f"{data}/")
+    port = free_port()
+    cmd = [*c["command"]]
+    assert cmd[-2:] == ["--port", "4200"] and cmd[3:5] == ["--host", "0.0.0.0"]
+    cmd[-1], cmd[4] = str(port), "127.0.0.1"
+    log = tmp_path / "server.log"
+    proc = start(cmd, env, log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/api/health", proc, log)
+        wait_for(f"{base}/api/ready", proc, log, timeout=30)
+        page = wait_for(f"{base}/", proc, log, timeout=30)
+        assert "<!DOCTYPE html>" in page.text
+        settings = httpx.get(f"{base}/ui-settings", timeout=5).json()
+        assert settings["api_url"] == "http://localhost:4200/api"
+        assert (data / "prefect.db").is_file()
+        assert (home / ".prefect" / "ui").is_dir()
+    finally:
+        stop(proc)
+
+
+def test_worker_container_runs(prefect_server, helm_bin, tmp_path):
+    """`prefect worker start` with the chart's flags and env against a real server: it
+    creates the pool from the mounted base job template, registers under its pod name
+    and answers its health probe. (The kopf observer is switched off: no cluster here.)"""
+    from prefect.client.orchestration import get_client
+
+    pool = f"chart-worker-{uuid.uuid4().hex[:6]}"
+    objects = jt.render_chart(set_values={"workPool.name": pool, "worker.limit": 2})
+    c = container_of(objects, f"{RELEASE}-worker")
+    home = tmp_path / "home"
+    home.mkdir()
+    template_file = tmp_path / "base-job-template.json"
+    template = jt.base_job_template(objects)
+    template_file.write_text(json.dumps(template))
+
+    env = plain_env(c, home)
+    port = free_port()
+    env.update({
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+        "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED": "false",
+    })
+    cmd = [arg.replace("$(POD_NAME)", "worker-pod-0")
+              .replace("/etc/echoflow/base-job-template.json", str(template_file)) for arg in c["command"]]
+    log = tmp_path / "worker.log"
+    proc = start(cmd, env, log)
+    try:
+        probe = c["livenessProbe"]["httpGet"]["path"]
+        assert wait_for(f"http://127.0.0.1:{port}{probe}", proc, log).json() == {"message": "OK"}
+
+        async def state():
+            from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+            async with get_client() as client:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        workers = await client.read_workers_for_work_pool(pool)
+                    except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+                        if getattr(getattr(exc, "response", None), "status_code", 404) != 404:
+                            raise
+                        workers = []
+                    if workers or time.monotonic() > deadline or proc.poll() is not None:
+                        break
+                    await asyncio.sleep(0.5)
+                return await client.read_work_pool(pool), workers
+
+        work_pool, workers = asyncio.run(state())
+        assert work_pool.type == "kubernetes"
+        assert work_pool.base_job_template == template
+        assert [w.name for w in workers] == ["worker-pod-0"]
+    finally:
+        stop(proc)
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
