@@ -17,7 +17,6 @@
 #        SUITE         Debian suite (default bookworm)
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SUITE="${SUITE:-bookworm}"
 STANDIN_REPO="${STANDIN_REPO:-echoflow-standin-base}"
 hash="$( { cat "${BASH_SOURCE[0]}"; echo "$SUITE"; } | sha256sum | cut -c1-12)"
@@ -100,5 +99,8 @@ tar -C "$rootfs" --numeric-owner -c . | docker import \
   --change 'ENTRYPOINT ["/srv/start"]' \
   -m "echoflow stand-in for the pangeo base image (debootstrap $SUITE)" \
   - "$image" >&2
+# Older stand-ins (earlier versions of this script) go, unless an image still builds on them.
+docker images --format '{{.Repository}}:{{.Tag}}' "$STANDIN_REPO" | grep -vxF "$image" \
+  | xargs -r docker rmi >/dev/null 2>&1 || true
 log "built $image in $(( $(date +%s) - start ))s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
 echo "$image"
