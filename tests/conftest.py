@@ -106,7 +106,21 @@ def s3_server(tmp_path_factory) -> Iterator[str]:
         stop(proc)
 
 
-S3_KEYS = {"key": "testing-key", "secret": "testing-secret"}
+from samples import S3_KEYS  # noqa: E402
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", aws_access_key_id=S3_KEYS["key"], aws_secret_access_key=S3_KEYS["secret"],
+                        endpoint_url=endpoint, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def private_bucket(s3_server) -> str:
+    """A bucket only credentialed clients may read."""
+    s3_client(s3_server).create_bucket(Bucket="results")
+    return "results"
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +153,7 @@ def public_bucket(s3_server, s3_options, data_dir) -> str:
 
     fs = s3fs.S3FileSystem(**s3_options)
     bucket = "public-archive"
-    fs.mkdir(bucket, acl="public-read")
+    s3_client(s3_server).create_bucket(Bucket=bucket, ACL="public-read")
     prefix = f"{bucket}/data/raw/Discovery/DY1801/EK60"
     fs.put_file(str(EK60_RAW), f"{prefix}/{EK60_RAW.name}")
     fs.put_file(str(AZFP_RAW), f"{bucket}/data/raw/mooring/M1/AZFP/{AZFP_RAW.name}")

@@ -41,6 +41,19 @@ def parse_options(pairs: List[str], what: str) -> dict[str, Any]:
     return options
 
 
+def storage_options(pairs: List[str], what: str, direction: str) -> dict[str, Any]:
+    """Options become run parameters; credentials among them go by environment instead."""
+    import os
+
+    from echoflow.params import env_options, split_secrets
+
+    settings, secrets = split_secrets(parse_options(pairs, what))
+    if secrets:
+        name = f"ECHOFLOW_{direction.upper()}_STORAGE_OPTIONS"
+        os.environ[name] = json.dumps({**env_options(direction), **secrets})
+    return settings
+
+
 def _load_echopype() -> None:
     from echoflow._echopype import load
 
@@ -89,13 +102,13 @@ def convert(
     from echoflow.params import BatchRequest
     from echoflow.report import Summary
 
-    in_opts = parse_options(input_option, "--input-option")
+    in_opts = storage_options(input_option, "--input-option", "input")
     if anon:
         in_opts["anon"] = True
     params = dict(sources=sources, sonar_model=sonar_model, output_prefix=out_prefix,
                   output_type=output_type, xml_path=xml, concurrency=concurrency,
                   overwrite=overwrite, input_storage_options=in_opts,
-                  output_storage_options=parse_options(output_option, "--output-option"))
+                  output_storage_options=storage_options(output_option, "--output-option", "output"))
     try:
         BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
     except EchoflowError as exc:
@@ -164,6 +177,29 @@ def graph(
     except EchoflowError as exc:
         fail(one_line(exc))
     out.print(f"wrote {output}")
+
+
+server_app = typer.Typer(help="The local Prefect API the CLI starts on first use.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Show whether the local API is running, and its UI address."""
+    from echoflow.home import echoflow_home
+    from echoflow.localserver import running
+
+    url = running(echoflow_home())
+    out.print(f"running: {url} (UI: {url[:-4]})" if url else "not running")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local API (the next command starts it again)."""
+    from echoflow.home import echoflow_home
+    from echoflow.localserver import stop
+
+    out.print("stopped" if stop(echoflow_home()) else "not running")
 
 
 def _register_extras() -> None:

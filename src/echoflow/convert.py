@@ -71,8 +71,19 @@ def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
     for group in ("Top-level", "Provenance"):
         ds = ed[group]  # a copy: echopype hands out datasets, so set it back
         ds.attrs.update(record)
+        if group == "Provenance":
+            _name_true_sources(ds, {raw: req.raw_file, xml: req.xml_path})
         ed[group] = ds
     return ed
+
+
+def _name_true_sources(ds: Any, fetched: dict[Optional[str], Optional[str]]) -> None:
+    """echopype records the paths it parsed; for downloaded files those are scratch copies,
+    so put back the URLs they came from (without credentials)."""
+    swap = {local: storage.public_url(url) for local, url in fetched.items() if local and url and local != url}
+    for name in [v for v in ds.data_vars if str(v).endswith("source_filenames")]:
+        values = [swap.get(str(v), str(v)) for v in ds[name].values]
+        ds[name] = ds[name].copy(data=values)
 
 
 def save(ed: "EchoData", req: ConvertRequest, workdir: Path) -> tuple[str, int]:

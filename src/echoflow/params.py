@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from typing import Any, Literal, Optional
 
@@ -45,12 +47,52 @@ def check_sonar_model(model: str, xml_path: Optional[str]) -> str:
     return name
 
 
+SECRET_KEYS = frozenset({
+    "key", "secret", "token", "password", "session_token", "client_secret", "account_key",
+    "sas_token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+})
+
+
+def split_secrets(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings, credentials): credentials travel by environment, never as run parameters."""
+    secret = {k: v for k, v in options.items() if k.lower() in SECRET_KEYS}
+    return {k: v for k, v in options.items() if k not in secret}, secret
+
+
+def env_options(direction: str) -> dict[str, Any]:
+    """Storage options from ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS (JSON), e.g. from a Secret.
+
+    Prefect records run parameters in its database; credentials passed this way never are.
+    """
+    name = f"ECHOFLOW_{direction.upper()}_STORAGE_OPTIONS"
+    raw = os.environ.get(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"{name} is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ParameterError(f"{name} must be a JSON object")
+    return value
+
+
+def _with_env_options(data: Any) -> Any:
+    if isinstance(data, dict):
+        for direction in ("input", "output"):
+            field = f"{direction}_storage_options"
+            data = {**data, field: {**env_options(direction), **(data.get(field) or {})}}
+    return data
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ConvertRequest(_Strict):
     """One raw file to one converted output."""
+
+    _env = model_validator(mode="before")(_with_env_options)
 
     raw_file: str = Field(min_length=1)
     sonar_model: str
@@ -75,6 +117,8 @@ class ConvertRequest(_Strict):
 
 class BatchRequest(_Strict):
     """Many raw files (list, globs or manifests) to one output prefix."""
+
+    _env = model_validator(mode="before")(_with_env_options)
 
     sources: list[str] = Field(min_length=1)
     sonar_model: str

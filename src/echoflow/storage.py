@@ -187,17 +187,23 @@ def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
         fs.rm(path, recursive=True)
 
 
+STAGING_DIR = ".echoflow-staging"
+
+
 def staging_path(output: str, workdir: Path) -> Path:
-    """Where to write an output before commit: beside a local target (so the final rename
-    is atomic), in the scratch dir for a remote one. Stale partials of earlier crashes go."""
+    """Where to write an output before commit: a hidden folder beside a local target (same
+    filesystem, so the final rename is atomic; echopype also probes the folder above its
+    output for write access, which must be the target's own folder), or the scratch dir for
+    a remote target. Stale partials of earlier crashes are removed."""
     if is_remote(output):
         return workdir / posixpath.basename(output.rstrip("/"))
     target = Path(output.removeprefix("file://")).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.partial-*"):
+    staging = target.parent / STAGING_DIR
+    staging.mkdir(parents=True, exist_ok=True)
+    for stale in staging.glob(f"{target.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     # Keep the extension last: echopype picks the format check by it.
-    return target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}{target.suffix}"
+    return staging / f"{target.name}.partial-{uuid.uuid4().hex[:8]}{target.suffix}"
 
 
 def commit(staged: Path, output: str, options: dict[str, Any] | None, record: dict[str, Any]) -> None:
@@ -217,6 +223,10 @@ def commit(staged: Path, output: str, options: dict[str, Any] | None, record: di
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(staged, target)
+            try:
+                staged.parent.rmdir()  # only when no other file is being staged
+            except OSError:
+                pass
         with fs.open(marker, "wt") as f:
             json.dump(record, f, indent=1, default=str)
     except Exception as exc:

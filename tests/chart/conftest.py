@@ -10,22 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jobtemplate as jt  # noqa: E402
-
-# Value sets every rendering check runs on; the k8s/values-*.yaml are the documented examples.
-VALUE_SETS: dict[str, dict] = {
-    "defaults": {"files": [], "set": {}},
-    "prefect-cloud": {"files": ["k8s/values-prefect-cloud.yaml"], "set": {}},
-    "existing-server": {"files": ["k8s/values-existing-server.yaml"], "set": {}},
-    "eks-irsa": {"files": ["k8s/values-eks-irsa.yaml"], "set": {}},
-    "kind": {"files": ["k8s/values-kind.yaml"], "set": {"image.tag": "0.1.0-test"}},
-    "postgres": {"files": [], "set": {"server.database.existingSecret": "prefect-db"}},
-    "jobs-namespace": {"files": [], "set": {"flowRuns.namespace": "echoflow-jobs",
-                                            "flowRuns.s3.existingSecret": "echoflow-s3"}},
-}
-RELEASE = "echoflow"
-NAMESPACE = "sonar"
-# --kube-version: the chart's kubeVersion constraint must accept both ends.
-KUBE_VERSIONS = {"1.29": "1.29.0", "1.35": "1.35.0"}
+from chartcases import KUBE_VERSIONS, NAMESPACE, RELEASE, VALUE_SETS  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

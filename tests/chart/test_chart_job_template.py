@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 import jobtemplate as jt
-from conftest import NAMESPACE, RELEASE
+from chartcases import NAMESPACE, RELEASE
 
 ENTRYPOINT = "echoflow.flows.batch:convert_batch"
 PARAMS = {

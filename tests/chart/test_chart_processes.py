@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,9 +18,9 @@ import httpx
 import pytest
 
 import jobtemplate as jt
-from conftest import RELEASE
+from chartcases import RELEASE
 
-BIN = Path(os.sys.executable).parent
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import jobtemplate as jt
-from conftest import NAMESPACE, RELEASE, VALUE_SETS
+from chartcases import NAMESPACE, RELEASE, VALUE_SETS
 
 # One rule per call site (see the comments in templates/rbac.yaml).
 EXPECTED_WORKER_RULES = [

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import jobtemplate as jt
-from conftest import KUBE_VERSIONS, NAMESPACE, RELEASE, VALUE_SETS
+from chartcases import KUBE_VERSIONS, NAMESPACE, RELEASE, VALUE_SETS
 
 FULL = f"{RELEASE}"  # the release name contains the chart name: fullname == release
 SERVER_URL = f"http://{FULL}-server.{NAMESPACE}.svc.cluster.local:4200/api"
@@ -380,7 +380,8 @@ def test_deploy_hook_concurrency_limit_and_images(helm_bin):
 
 def test_helm_test_pod(render):
     pod = one(render("defaults"), "Pod", f"{FULL}-test")
-    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["metadata"]["annotations"] == {"helm.sh/hook": "test",
+                                              "helm.sh/hook-delete-policy": "before-hook-creation"}
     (c,) = pod["spec"]["containers"]
     assert c["command"] == [
         "python", "/etc/echoflow/scripts/check_install.py", "--pool", "echoflow",

@@ -176,13 +176,6 @@ def test_convert_ek60_read_only_root(echoflow_image, ek60_raw, tmp_path):
     assert converted["Provenance"].attrs.get("echoflow_version") == echoflow_image.version
 
 
-@pytest.mark.xfail(
-    reason="echopype 0.11.1 checks write permission with a probe file in the parent of the "
-    "output folder (echopype/utils/io.py check_file_permissions); with --out at a mount "
-    "point that parent is the read-only root. Fix belongs in echoflow's staging "
-    "(src/echoflow/storage.py); drop this marker when it passes.",
-    strict=False,
-)
 def test_convert_into_mount_root_read_only_root(echoflow_image, ek60_raw, tmp_path):
     out_dir = writable_dir(tmp_path / "out")
     proc = convert_in_container(echoflow_image, out_dir, "/out")

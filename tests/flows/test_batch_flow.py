@@ -32,7 +32,7 @@ def test_bad_files_fail_alone_and_the_rest_complete(tmp_path):
     for bad in (cut, junk, missing):
         assert by_name[bad.name]["status"] == "failed"
         assert read_marker(str(out / (bad.stem + ".zarr")), {}) is None
-    assert not list(out.glob(".*partial*"))
+    assert not list(out.rglob("*partial*"))
 
     run_id = state.state_details.flow_run_id
     table = [a for a in artifacts(run_id) if a.key == "echoflow-summary"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +237,13 @@ stages:
     assert len(images) == 2  # quicklook.max_artifacts
 
 
-def test_s3_source_and_output(public_bucket: str, s3_options: dict, s3_anon_options: dict) -> None:
+def test_s3_source_and_output(public_bucket: str, private_bucket: str, s3_options: dict,
+                              s3_anon_options: dict) -> None:
     """NCEI-style anonymous archive in, credentialed bucket out."""
     import s3fs
 
     fs = s3fs.S3FileSystem(**s3_options)
-    fs.mkdir("recipe-results")
+    prefix = f"s3://{private_bucket}/recipes-{uuid.uuid4().hex[:8]}"
     recipe = f"""
 name: ncei
 source:
@@ -255,7 +257,7 @@ sonar_model: EK60
 concurrency: 1
 quicklook: {{max_artifacts: 1}}
 output:
-  prefix: s3://recipe-results/dy1801
+  prefix: {prefix}
   storage_options: {json.dumps(s3_options)}
 stages: [open_raw, compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 20s}}}}]
 """
@@ -263,7 +265,6 @@ stages: [open_raw, compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 
     assert state.is_completed(), state.message
     item = EK60_RAW.stem
     assert set(statuses(result)) == {("open_raw", item), ("compute_Sv", item), ("compute_MVBS", item)}
-    prefix = "s3://recipe-results/dy1801"
     for stage in ("open_raw", "compute_Sv", "compute_MVBS"):
         assert read_marker(f"{prefix}/{stage}/{item}.zarr", s3_options)
     e = ep()
@@ -273,9 +274,9 @@ stages: [open_raw, compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 
     ours_mvbs = xr.open_zarr(f"{prefix}/compute_MVBS/{item}.zarr", storage_options=s3_options)
     assert_same(ours_sv, sv, exact=False, skip=("source_filenames",))
     assert_same(ours_mvbs, mvbs, exact=False)
-    pngs = fs.glob("recipe-results/dy1801/quicklook/*/*.png")
+    pngs = fs.glob(f"{prefix}/quicklook/*/*.png")
     assert len(pngs) == 10 and all(fs.cat_file(p)[:8] == PNG for p in pngs)
-    assert not fs.glob("recipe-results/dy1801/**/.*partial*")
+    assert not [p for p in fs.find(prefix) if "partial" in p]
 
     state, result = run(recipe)
     assert set(statuses(result).values()) == {"skipped"}

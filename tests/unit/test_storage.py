@@ -46,8 +46,8 @@ def test_output_without_marker_or_with_torn_marker_is_incomplete(tmp_path):
 
 def test_stale_partials_are_cleared(tmp_path):
     out = str(tmp_path / "f.zarr")
-    stale = tmp_path / ".f.zarr.partial-dead.zarr"
-    stale.mkdir()
+    stale = tmp_path / storage.STAGING_DIR / "f.zarr.partial-dead.zarr"
+    stale.mkdir(parents=True)
     storage.staging_path(out, tmp_path)
     assert not stale.exists()
 

@@ -18,7 +18,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from echoflow import convert, storage
 from echoflow.errors import one_line
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, available_cpus, emit, retry_transient
+from echoflow.flows.common import warn_on_credentials, RETRIES, RETRY_DELAYS, available_cpus, emit, retry_transient
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
 
@@ -125,6 +125,7 @@ def convert_batch(
     `concurrency` is the number of worker processes (0: one per available CPU). Complete
     outputs are skipped unless `overwrite`; the run fails, listing every file, when any fails.
     """
+    warn_on_credentials(input_storage_options, output_storage_options)
     req = BatchRequest(
         sources=sources, sonar_model=sonar_model, output_prefix=output_prefix,
         output_type=output_type, xml_path=xml_path, convert_params=convert_params,

@@ -26,6 +26,18 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return exc is not None and is_transient(exc)
 
 
+def warn_on_credentials(*option_sets: dict[str, Any]) -> None:
+    """Prefect stores run parameters; say so when credentials were passed as parameters."""
+    from prefect import get_run_logger
+
+    from echoflow.params import split_secrets
+
+    if any(split_secrets(o or {})[1] for o in option_sets):
+        get_run_logger().warning(
+            "storage options carry credentials; Prefect stores run parameters, so pass them as "
+            "ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS or AWS_* environment variables instead")
+
+
 def available_cpus() -> int:
     """CPUs this process may use: affinity, then a cgroup v2 quota (a pod's cpu limit)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

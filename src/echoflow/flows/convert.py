@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from echoflow import convert, storage
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient
+from echoflow.flows.common import warn_on_credentials, RETRIES, RETRY_DELAYS, retry_transient
 from echoflow.params import ConvertRequest, OutputType
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def convert_raw_sonar(
     `output_path` names the output (ending in .nc / .zarr) or a folder / S3 prefix for it.
     A complete output is kept unless `overwrite` is set.
     """
+    warn_on_credentials(input_storage_options, output_storage_options)
     req = ConvertRequest(
         raw_file=raw_file, sonar_model=sonar_model, xml_path=xml_path,
         convert_params=convert_params, input_storage_options=input_storage_options,

@@ -47,20 +47,21 @@ def print_listing(listing: Any) -> None:
     for f in listing.undated:
         out.print(f"[yellow]left out[/] (no time in its name, cannot be placed in the window): {f.url}",
                   highlight=False)
-    out.print(f"would process {listing.headline()}", highlight=False)
+    out.print(f"would process {listing.headline()}", highlight=False, soft_wrap=True)
 
 
 def print_plan(plan: Any) -> None:
     from echoflow.recipes.plan import is_complete
 
     print_listing(plan.listing)
-    table = Table(title=f"recipe {plan.recipe.name}: stages", title_justify="left")
-    for col in ("stage", "outputs", "complete", "to do", "first output"):
+    prefix = plan.recipe.output.prefix.rstrip("/") + "/"
+    table = Table(title=f"recipe {plan.recipe.name}: outputs under {prefix}", title_justify="left")
+    for col in ("stage", "outputs", "complete", "to do", "first"):
         table.add_column(col, overflow="fold")
     for sp in plan.stages:
         done = sum(is_complete(j) for j in sp.jobs)
         table.add_row(sp.name, str(len(sp.jobs)), str(done), str(len(sp.jobs) - done),
-                      sp.jobs[0].output if sp.jobs else "")
+                      sp.jobs[0].output.removeprefix(prefix) if sp.jobs else "")
     out.print(table)
 
 

@@ -98,12 +98,11 @@ def _write(result: "xr.Dataset | EchoData", staged: Path) -> None:
                 result[group] = clear_storage_encoding(result[group])
         result.to_zarr(str(staged), overwrite=True)
         return
-    ds = clear_storage_encoding(result)
-    if ds.chunks:
-        ds = ds.unify_chunks()
-        # zarr needs regular chunks (all equal but the last); group-bys can leave others.
-        if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in ds.chunks.values()):
-            ds = ds.chunk({d: max(c) for d, c in ds.chunks.items()})
+    # One chunking per dimension (results mix inputs chunked differently), and regular
+    # chunks (all equal but the last), which zarr needs; group-bys can leave others.
+    ds = clear_storage_encoding(result).unify_chunks()
+    if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in ds.chunks.values()):
+        ds = ds.chunk({d: max(c) for d, c in ds.chunks.items()})
     ds.to_zarr(str(staged), mode="w")
 
 
