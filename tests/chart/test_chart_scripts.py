@@ -245,3 +245,27 @@ def test_kind_config_and_minio_manifests():
     assert set(s3["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                                      "AWS_ENDPOINT_URL", "FSSPEC_S3_ENDPOINT_URL"}
     assert kind_values["flowRuns"]["s3"]["existingSecret"] == "echoflow-s3"
+
+
+def test_helm_lookup_order_and_failure(tmp_path, monkeypatch, helm_bin):
+    """$HELM first, then PATH, then <repo>/.tools/helm; none of them: an error, not a skip."""
+    fake_repo = tmp_path / "repo"
+    (fake_repo / ".tools").mkdir(parents=True)
+    empty_bin = tmp_path / "empty-bin"
+    empty_bin.mkdir()
+    monkeypatch.setattr(jt, "REPO", fake_repo)
+    monkeypatch.setenv("PATH", str(empty_bin))
+    monkeypatch.setenv("HELM", str(tmp_path / "no-such-helm"))
+    with pytest.raises(jt.HelmNotFound, match="helm not found"):
+        jt.helm_binary()
+
+    tools_helm = fake_repo / ".tools" / "helm"
+    tools_helm.write_text("#!/bin/sh\n")
+    tools_helm.chmod(0o755)
+    assert jt.helm_binary() == str(tools_helm)
+    on_path = empty_bin / "helm"
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert jt.helm_binary() == str(on_path)
+    monkeypatch.setenv("HELM", helm_bin)
+    assert jt.helm_binary() == helm_bin

@@ -176,7 +176,7 @@ Init container that waits for the Prefect API. Call with (dict "ctx" $ "timeout"
   securityContext:
     {{- toYaml .ctx.Values.containerSecurityContext | nindent 4 }}
   resources:
-    {{- include "echoflow.resources" .resources | nindent 4 }}
+    {{- include "echoflow.resources" .resources | trim | nindent 4 }}
   volumeMounts:
     {{- include "echoflow.writableVolumeMounts" .ctx | nindent 4 }}
     - name: scripts
