@@ -143,14 +143,16 @@ def convert(
 
 def print_summary(summary: Any) -> None:
     table = Table(title=summary.headline(), title_justify="left")
-    for col in ("file", "status", "output", "MB", "s", "error"):
+    for col in ("file", "status", "output", "MB", "s"):
         table.add_column(col, overflow="fold")
     colour = {"converted": "green", "skipped": "cyan", "failed": "red"}
     for f in summary.files:
         table.add_row(Path(f.source).name, f"[{colour[f.status]}]{f.status}[/]", f.output or "",
-                      f"{f.bytes / 1e6:.2f}" if f.bytes else "", f"{f.seconds:.1f}" if f.seconds else "",
-                      f.error or "")
+                      f"{f.bytes / 1e6:.2f}" if f.bytes else "", f"{f.seconds:.1f}" if f.seconds else "")
     out.print(table)
+    for f in summary.files:
+        if f.error:  # whole lines, never folded: they are what a user acts on
+            out.print(f"[red]failed:[/] {f.error}", soft_wrap=True, highlight=False)
 
 
 def _pydantic_message(exc: ValueError) -> str:
@@ -177,6 +179,42 @@ def graph(
     except EchoflowError as exc:
         fail(one_line(exc))
     out.print(f"wrote {output}")
+
+
+@app.command()
+def deploy(
+    pool: str = typer.Option(..., "--pool", envvar="ECHOFLOW_WORK_POOL", help="Kubernetes work pool name"),
+    image: str = typer.Option(..., "--image", envvar="ECHOFLOW_IMAGE", help="Image the flow-run Jobs run"),
+    create_pool: bool = typer.Option(False, "--create-pool", help="Create the pool when it is absent"),
+    base_job_template: Optional[Path] = typer.Option(None, "--base-job-template",
+                                                     help="JSON base job template (creates or updates the pool's)"),
+    deployment_name: str = typer.Option("echoflow", "--deployment-name", help="Name of each deployment"),
+    concurrency_limit: Optional[int] = typer.Option(None, "--concurrency-limit", min=0,
+                                                    help="Most flow-run Jobs the pool runs at once"),
+    flow: List[str] = typer.Option([], "--flow", help="Only these flows (default: all)"),
+) -> None:
+    """Register echoflow's flows as deployments on a work pool (any Prefect API; idempotent)."""
+    from echoflow.home import use_embedded_default
+
+    where = use_embedded_default()
+    from echoflow.deploy import deploy as register
+
+    try:
+        changes = register(pool, image, create_pool=create_pool, base_job_template=base_job_template,
+                           deployment_name=deployment_name, concurrency_limit=concurrency_limit,
+                           flows=flow or None)
+    except EchoflowError as exc:
+        fail(one_line(exc))
+    except Exception as exc:  # noqa: BLE001 - an unreachable API, a refused request: one line
+        fail(f"could not register deployments at {where}: {one_line(exc)}")
+    table = Table(title=f"Prefect API: {where}", title_justify="left")
+    for col in ("kind", "name", "action"):
+        table.add_column(col)
+    for c in changes:
+        table.add_row(c.kind, c.name, c.action)
+    out.print(table)
+    out.print(f"run one: prefect deployment run 'convert-batch/{deployment_name}' "
+              "-p sources='[\"s3://bucket/raw/*.raw\"]' -p sonar_model=EK60 -p output_prefix=s3://bucket/out")
 
 
 server_app = typer.Typer(help="The local Prefect API the CLI starts on first use.", no_args_is_help=True)

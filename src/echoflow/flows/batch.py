@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
+from prefect.context import FlowRunContext
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -18,7 +19,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from echoflow import convert, storage
 from echoflow.errors import one_line
-from echoflow.flows.common import warn_on_credentials, RETRIES, RETRY_DELAYS, available_cpus, emit, retry_transient
+from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, available_cpus, emit, retry_transient
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
 
@@ -26,7 +27,7 @@ from echoflow.report import FileResult, Summary
 @task(name="Convert File", task_run_name="convert {req.raw_file}", cache_policy=NO_CACHE,
       retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def convert_file(req: ConvertRequest) -> FileResult:
-    log = get_run_logger()
+    log = run_logger()
     result = convert.convert_file(req)
     log.info("%s %s -> %s (%s bytes, %.1f s)", result.status, storage.shown(req.raw_file),
              result.output, result.bytes, result.seconds or 0)
@@ -91,9 +92,10 @@ class _Now:
 
 
 def finish(summary: Summary, title: str) -> State:
-    log = get_run_logger()
-    create_table_artifact(key="echoflow-summary", table=summary.table(),
-                          description=f"{title}: {summary.headline()}")
+    log = run_logger()
+    if FlowRunContext.get() is not None:  # not while tracing a graph outside any run
+        create_table_artifact(key="echoflow-summary", table=summary.table(),
+                              description=f"{title}: {summary.headline()}")
     data = summary.model_dump()
     if summary.ok:
         log.info(summary.headline())
@@ -135,7 +137,7 @@ def convert_batch(
     storage.check_writable(req.output_prefix, req.output_storage_options)
     todo, rejected = plan(req)
     workers = min(req.concurrency or available_cpus(), max(1, len(todo)))
-    get_run_logger().info("%d files to %s with %d worker process(es)", len(todo) + len(rejected),
+    run_logger().info("%d files to %s with %d worker process(es)", len(todo) + len(rejected),
                           storage.shown(req.output_prefix), workers)
     emit("total", len(todo) + len(rejected))
     for r in rejected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -26,14 +27,23 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return exc is not None and is_transient(exc)
 
 
+def run_logger() -> Any:
+    """The run's logger inside a run; a plain logger otherwise (e.g. while tracing a graph)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("echoflow")
+
+
 def warn_on_credentials(*option_sets: dict[str, Any]) -> None:
     """Prefect stores run parameters; say so when credentials were passed as parameters."""
-    from prefect import get_run_logger
-
     from echoflow.params import split_secrets
 
     if any(split_secrets(o or {})[1] for o in option_sets):
-        get_run_logger().warning(
+        run_logger().warning(
             "storage options carry credentials; Prefect stores run parameters, so pass them as "
             "ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS or AWS_* environment variables instead")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from echoflow import convert, storage
-from echoflow.flows.common import warn_on_credentials, RETRIES, RETRY_DELAYS, retry_transient
+from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, retry_transient
 from echoflow.params import ConvertRequest, OutputType
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 @task(name="Open Raw File", cache_policy=NO_CACHE, retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def open_raw_file(req: ConvertRequest) -> "EchoData":
-    log = get_run_logger()
+    log = run_logger()
     log.info("Opening %s as %s", storage.shown(req.raw_file), req.sonar_model)
     with storage.scratch_dir() as workdir:
         ed = convert.open_raw(req, workdir)
@@ -31,7 +31,7 @@ def open_raw_file(req: ConvertRequest) -> "EchoData":
 @task(name="Save Converted File", cache_policy=NO_CACHE, retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def save_converted_file(ed: "EchoData", req: ConvertRequest) -> str:
-    log = get_run_logger()
+    log = run_logger()
     log.info("Saving %s as %s to %s", storage.shown(req.raw_file), req.output_type,
              storage.shown(convert.resolve_output(req)))
     with storage.scratch_dir() as workdir:
@@ -67,7 +67,7 @@ def convert_raw_sonar(
     )
     done = convert.existing(req)
     if done is not None:
-        get_run_logger().info("%s is complete (converted %s); skipping", done.get("output"),
+        run_logger().info("%s is complete (converted %s); skipping", done.get("output"),
                               done.get("conversion_time"))
         return convert.resolve_output(req)
     ed = open_raw_file(req)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
@@ -65,15 +64,33 @@ def print_plan(plan: Any) -> None:
     out.print(table)
 
 
-def print_results(data: dict[str, Any]) -> None:
-    table = Table(title=data.get("headline", ""), title_justify="left")
+def print_results(data: dict[str, Any], prefix: str) -> None:
+    prefix = prefix.rstrip("/") + "/"
+    table = Table(title=f"{data.get('headline', '')}\noutputs under {prefix}", title_justify="left")
     for col in ("stage", "item", "status", "output", "s", "error"):
         table.add_column(col, overflow="fold")
     colour = {"converted": "green", "computed": "green", "skipped": "cyan", "failed": "red"}
     for r in data.get("results", []):
-        table.add_row(r["stage"], r["item"], f"[{colour[r['status']]}]{r['status']}[/]", r["output"],
-                      f"{r['seconds']:.1f}" if r.get("seconds") else "", r.get("error") or "")
+        table.add_row(r["stage"], r["item"], f"[{colour[r['status']]}]{r['status']}[/]",
+                      r["output"].removeprefix(prefix), f"{r['seconds']:.1f}" if r.get("seconds") else "",
+                      r.get("error") or "")
     out.print(table)
+
+
+def _quiet() -> None:
+    """Keep the terminal to echoflow's own report: echopype's progress lines and library
+    deprecation notices still reach the run logs with --verbose."""
+    import logging
+    import warnings
+
+    from echoflow._echopype import load
+
+    load()
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("echopype"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def run(
@@ -99,6 +116,8 @@ def run(
     from echoflow.home import use_embedded_default
 
     where = use_embedded_default(quiet=not verbose)
+    if not verbose:
+        _quiet()
     from echoflow.recipes.flow import run_recipe
 
     with err.status(f"running recipe {rec.name}"):
@@ -106,7 +125,7 @@ def run(
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         _fail(one_line(result))
-    print_results(result)
+    print_results(result, rec.output.prefix)
     err.print(f"[dim]runs recorded in: {where}[/]", highlight=False)
     raise typer.Exit(0 if state.is_completed() else 1)
 
@@ -145,5 +164,3 @@ def register(app: typer.Typer) -> None:
     app.command(name="run")(run)
     app.command(name="discover")(discover)
 
-
-__all__ = ["register", "Path"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -22,10 +22,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from echoflow import quicklook, storage
 from echoflow.errors import one_line
 from echoflow.flows import batch
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, available_cpus, retry_transient
+from echoflow.flows.common import (RETRIES, RETRY_DELAYS, available_cpus, retry_transient, run_logger,
+                                   warn_on_credentials)
 from echoflow.params import ConvertRequest
-from echoflow.recipes.load import load_recipe
-from echoflow.recipes.model import Recipe
+from echoflow.recipes.load import load_recipe, with_env_options
 from echoflow.recipes.plan import Job, Plan, is_complete, make_plan
 from echoflow.recipes.stages import StageResult, run_job
 
@@ -36,7 +36,7 @@ QUICKLOOK_STAGES = ("compute_Sv", "compute_MVBS")
       retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def stage_task(job: Job, overwrite: bool = False) -> StageResult:
     result = run_job(job, overwrite)
-    get_run_logger().info("%s %s %s -> %s (%.1f s)", job.stage, job.item, result.status,
+    run_logger().info("%s %s %s -> %s (%.1f s)", job.stage, job.item, result.status,
                           result.output, result.seconds or 0)
     return result
 
@@ -53,18 +53,32 @@ def failed(job: Job, error: str) -> StageResult:
                        output=storage.public_url(job.output), error=error)
 
 
-@flow(name="open-raw", log_prints=True)
-def open_raw_stage(jobs: list[Job], recipe: Recipe, overwrite: bool = False) -> list[StageResult]:
-    """Convert the raw files with the batch conversion tasks (process pool, retries, markers)."""
+# Starting a worker process costs seconds (imports); use one per this much raw data only.
+BYTES_PER_WORKER = 32 * 1024 * 1024
+
+
+def open_raw_stage(jobs: list[Job], plan: Plan, overwrite: bool = False) -> list[StageResult]:
+    """Convert the raw files with the batch conversion tasks (process pool, retries, markers).
+    Complete outputs are skipped without starting any worker. A plain function, not a
+    subflow: a subflow's parameters (the recipe, with its storage options) would be stored."""
+    recipe = plan.recipe
+    done = {j.item for j in jobs if not overwrite and is_complete(j)}
+    todo = [j for j in jobs if j.item not in done]
     reqs = [ConvertRequest(raw_file=j.inputs[0], sonar_model=recipe.sonar_model, xml_path=recipe.xml_path,
                            convert_params=j.params.get("convert_params"),
                            input_storage_options=recipe.source.storage_options, output_path=j.output,
-                           output_type="zarr", overwrite=overwrite or not is_complete(j),
-                           output_storage_options=recipe.output.storage_options) for j in jobs]
-    workers = min(recipe.concurrency or available_cpus(), len(reqs))
-    by_source = {storage.public_url(j.inputs[0]): j for j in jobs}
-    out = []
-    for r in batch.run_files(reqs, workers):
+                           output_type="zarr", overwrite=True,  # complete ones are not in `todo`
+                           output_storage_options=recipe.output.storage_options) for j in todo]
+    size = {f.url: f.bytes for f in plan.listing.selected}
+    nbytes = sum(size.get(j.inputs[0], 0) for j in todo)
+    workers = min(recipe.concurrency or available_cpus(), len(reqs), -(-nbytes // BYTES_PER_WORKER))
+    if reqs:
+        run_logger().info("open_raw: %d files to convert (%.1f MB) with %d worker process(es); %d complete",
+                          len(reqs), nbytes / 1e6, max(workers, 1), len(done))
+    by_source = {storage.public_url(j.inputs[0]): j for j in todo}
+    out = [StageResult(stage="open_raw", item=j.item, status="skipped", output=storage.public_url(j.output))
+           for j in jobs if j.item in done]
+    for r in batch.run_files(reqs, max(workers, 1)) if reqs else []:
         job = by_source[r.source]
         out.append(StageResult(stage="open_raw", item=job.item, status=r.status,
                                output=storage.public_url(job.output), bytes=r.bytes,
@@ -99,13 +113,13 @@ def _result(job: Job, run: Any) -> StageResult:
 def run_plan(plan: Plan, overwrite: bool) -> list[tuple[Job, StageResult]]:
     """All stages in order; items whose input failed are marked failed, not run."""
     recipe = plan.recipe
-    log = get_run_logger()
+    log = run_logger()
     workers = recipe.concurrency or available_cpus()
     done: list[tuple[Job, StageResult]] = []
     ready: set[str] = set()  # outputs that exist now
     for sp in plan.stages:
         if sp.name == "open_raw":
-            got = open_raw_stage(sp.jobs, recipe, overwrite)
+            got = open_raw_stage(sp.jobs, plan, overwrite)
         else:
             todo = [j for j in sp.jobs if all(i in ready for i in j.inputs)
                     and (not j.echodata or j.echodata in ready)]
@@ -135,7 +149,7 @@ def quicklooks(plan: Plan, done: list[tuple[Job, StageResult]]) -> list[tuple[Jo
             try:
                 out.append((job, state.result()))
             except Exception as exc:  # noqa: BLE001 - a picture never fails the processing
-                get_run_logger().warning("quick-look of %s failed: %s", job.output, one_line(exc))
+                run_logger().warning("quick-look of %s failed: %s", job.output, one_line(exc))
     return out
 
 
@@ -168,7 +182,7 @@ def attach(looks: list[tuple[Job, list[quicklook.Echogram]]], plan: Plan) -> int
 
 
 def summarize(plan: Plan, results: list[StageResult]) -> State:
-    log = get_run_logger()
+    log = run_logger()
     bad = [r for r in results if r.status == "failed"]
     counts = {s: sum(r.status == s for r in results) for s in ("converted", "computed", "skipped", "failed")}
     headline = (f"recipe {plan.recipe.name}: {len(plan.listing.selected)} files, "
@@ -196,8 +210,10 @@ def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 
     recipe is checked in full before any data is read. Complete outputs are kept unless
     `overwrite`; the run fails, listing every failed output, when any stage fails.
     """
-    log = get_run_logger()
-    rec = load_recipe(recipe, storage_options)
+    log = run_logger()
+    as_given = load_recipe(recipe, storage_options, env=False)
+    warn_on_credentials(storage_options, as_given.source.storage_options, as_given.output.storage_options)
+    rec = with_env_options(as_given)
     storage.check_writable(rec.output.prefix, rec.output.storage_options)
     plan = make_plan(rec)
     log.info("%s: %s", plan.listing.folder, plan.listing.headline())

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from echoflow import storage
 from echoflow.errors import ParameterError
+from echoflow.params import env_options
 from echoflow.recipes import yamllines
 from echoflow.recipes.model import Recipe, check_stages
 
@@ -157,11 +158,24 @@ def absolute(recipe: Recipe) -> Recipe:
     })
 
 
-def load_recipe(ref: str, storage_options: dict[str, Any] | None = None) -> Recipe:
-    """Parse and validate a recipe (YAML text, or a path / URL to it). Raises RecipeError."""
+def with_env_options(recipe: Recipe) -> Recipe:
+    """Credentials come by environment (ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS, JSON, e.g. from a
+    Kubernetes Secret), like the conversion flows: Prefect stores run parameters, and a
+    recipe's text may be one. The recipe's own options win over the environment's."""
+    src, out = recipe.source, recipe.output
+    return recipe.model_copy(update={
+        "source": src.model_copy(update={"storage_options": {**env_options("input"), **src.storage_options}}),
+        "output": out.model_copy(update={"storage_options": {**env_options("output"), **out.storage_options}}),
+    })
+
+
+def load_recipe(ref: str, storage_options: dict[str, Any] | None = None, env: bool = True) -> Recipe:
+    """Parse and validate a recipe (YAML text, or a path / URL to it). Raises RecipeError.
+    With `env`, storage options from the environment are added (see `with_env_options`)."""
     text, where = read_text(ref, storage_options)
     try:
         data, lines = yamllines.load(text)
     except yamllines.YamlIssue as exc:
         raise RecipeError(where, [(exc.line, key_path(exc.path), exc.message)]) from None
-    return absolute(validate(data, lines, where))
+    recipe = absolute(validate(data, lines, where))
+    return with_env_options(recipe) if env else recipe

@@ -139,7 +139,8 @@ def run_job(job: Job, overwrite: bool = False) -> StageResult:
             raise StageFailed(f"{job.stage} on {job.item}: echopype failed ({one_line(exc)})") from exc
         finally:
             result = None
-            gc.collect()
+            if job.stage not in ("compute_MVBS", "compute_NASC"):
+                gc.collect()  # EchoData holds large arrays in cycles; free them before the next job
         nbytes = storage.size_of(staged)
         try:
             storage.commit(staged, job.output, job.storage_options, record(job, nbytes))

@@ -1,0 +1,134 @@
+"""Register echoflow's flows as Prefect deployments on a work pool.
+
+Metadata only: the code lives in the image, so deployments use module-path entrypoints
+and no pull steps. Idempotent: what already matches is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.exceptions import ObjectNotFound
+from prefect.utilities.callables import parameter_schema
+
+from echoflow import __version__
+from echoflow.errors import ParameterError
+
+# flow name -> module-path entrypoint (no colon: imported from the installed package)
+FLOWS = {
+    "convert-raw-sonar": "echoflow.flows.convert.convert_raw_sonar",
+    "convert-batch": "echoflow.flows.batch.convert_batch",
+    "convert-cruise": "echoflow.flows.cruise.convert_cruise",
+    "run-recipe": "echoflow.recipes.flow.run_recipe",
+}
+TAGS = ["echoflow"]
+
+
+@dataclass
+class Change:
+    kind: str  # "pool" or "deployment"
+    name: str
+    action: str  # created, updated, unchanged
+
+
+def load_template(path: Optional[Path]) -> Optional[dict[str, Any]]:
+    if path is None:
+        return None
+    try:
+        template = json.loads(path.read_text())
+    except OSError as exc:
+        raise ParameterError(f"{path}: cannot read the base job template ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(template, dict) or not {"job_configuration", "variables"} <= template.keys():
+        raise ParameterError(f"{path}: a base job template needs 'job_configuration' and 'variables'")
+    return template
+
+
+def _import_flow(entrypoint: str) -> Any:
+    from prefect.utilities.importtools import import_object
+
+    module, _, name = entrypoint.rpartition(".")
+    return import_object(f"{module}:{name}")
+
+
+def ensure_pool(client: Any, pool: str, create: bool, template: Optional[dict[str, Any]],
+                concurrency_limit: Optional[int]) -> Change:
+    try:
+        existing = client.read_work_pool(pool)
+    except ObjectNotFound:
+        if not create:
+            raise ParameterError(f"work pool {pool!r} does not exist; pass --create-pool to create it") from None
+        if template is None:
+            from prefect_kubernetes.worker import KubernetesWorker
+
+            template = KubernetesWorker.get_default_base_job_template()
+        client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=template,
+                                               concurrency_limit=concurrency_limit))
+        return Change("pool", pool, "created")
+    update: dict[str, Any] = {}
+    if template is not None and existing.base_job_template != template:
+        update["base_job_template"] = template
+    if concurrency_limit is not None and existing.concurrency_limit != concurrency_limit:
+        update["concurrency_limit"] = concurrency_limit
+    if update:
+        client.update_work_pool(pool, WorkPoolUpdate(**update))
+        return Change("pool", pool, "updated")
+    return Change("pool", pool, "unchanged")
+
+
+def desired(flow_name: str, entrypoint: str, pool: str, image: str) -> dict[str, Any]:
+    flow = _import_flow(entrypoint)
+    return dict(
+        entrypoint=entrypoint,
+        work_pool_name=pool,
+        job_variables={"image": image},
+        parameter_openapi_schema=parameter_schema(flow).model_dump(),
+        description=(flow.description or "").strip() or None,
+        tags=TAGS,
+        enforce_parameter_schema=True,
+        version=__version__,
+    )
+
+
+def ensure_deployment(client: Any, flow_name: str, name: str, spec: dict[str, Any]) -> Change:
+    full = f"{flow_name}/{name}"
+    try:
+        current = client.read_deployment_by_name(full)
+    except ObjectNotFound:
+        current = None
+    if current is not None and all(getattr(current, k) == v for k, v in spec.items()):
+        return Change("deployment", full, "unchanged")
+    flow_id = client.create_flow_from_name(flow_name)
+    client.create_deployment(flow_id=flow_id, name=name, pull_steps=[], **spec)
+    return Change("deployment", full, "updated" if current else "created")
+
+
+def deploy(pool: str, image: str, *, create_pool: bool = False, base_job_template: Optional[Path] = None,
+           deployment_name: str = "echoflow", concurrency_limit: Optional[int] = None,
+           flows: Optional[list[str]] = None) -> list[Change]:
+    if not pool:
+        raise ParameterError("a work pool name is required (--pool)")
+    if not image:
+        raise ParameterError("an image is required (--image): the flow-run Jobs run it")
+    template = load_template(base_job_template)
+    names = flows or list(FLOWS)
+    unknown = sorted(set(names) - set(FLOWS))
+    if unknown:
+        raise ParameterError(f"unknown flow(s) {', '.join(unknown)}: choose from {', '.join(FLOWS)}")
+    specs = {}
+    for n in names:
+        try:
+            specs[n] = desired(n, FLOWS[n], pool, image)
+        except ImportError:
+            if flows:  # asked for by name: say so
+                raise
+    with get_client(sync_client=True) as client:
+        changes = [ensure_pool(client, pool, create_pool, template, concurrency_limit)]
+        changes += [ensure_deployment(client, n, deployment_name, s) for n, s in specs.items()]
+    return changes
