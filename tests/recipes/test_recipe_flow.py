@@ -169,8 +169,8 @@ def test_ek60_chain_matches_echopype_then_skips(ek60_batch: list[Path], tmp_path
 
 
 def test_failed_file_is_isolated(ek60_batch: list[Path], tmp_path: Path) -> None:
-    """Per-file chains (no combine) in worker processes: a truncated file fails its own
-    chain only; its later stages are not run and leave nothing that looks complete."""
+    """Per-file chains (no combine), two at a time: a truncated file fails its own chain
+    only; its later stages are not run and leave nothing that looks complete."""
     folder = tmp_path / "raw"
     folder.mkdir()
     for p in ek60_batch[:2]:
@@ -238,12 +238,16 @@ stages:
 
 
 def test_s3_source_and_output(public_bucket: str, private_bucket: str, s3_options: dict,
-                              s3_anon_options: dict) -> None:
-    """NCEI-style anonymous archive in, credentialed bucket out."""
+                              s3_anon_options: dict, monkeypatch) -> None:
+    """NCEI-style anonymous archive in, credentialed bucket out; the credentials come by
+    environment and never reach Prefect's stored parameters."""
     import s3fs
 
     fs = s3fs.S3FileSystem(**s3_options)
     prefix = f"s3://{private_bucket}/recipes-{uuid.uuid4().hex[:8]}"
+    secrets = {k: v for k, v in s3_options.items() if k in ("key", "secret")}
+    monkeypatch.setenv("ECHOFLOW_OUTPUT_STORAGE_OPTIONS", json.dumps(secrets))
+    endpoint = {"client_kwargs": s3_options["client_kwargs"]}
     recipe = f"""
 name: ncei
 source:
@@ -258,7 +262,7 @@ concurrency: 1
 quicklook: {{max_artifacts: 1}}
 output:
   prefix: {prefix}
-  storage_options: {json.dumps(s3_options)}
+  storage_options: {json.dumps(endpoint)}
 stages: [open_raw, compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 20s}}}}]
 """
     state, result = run(recipe)
@@ -274,10 +278,25 @@ stages: [open_raw, compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 
     ours_mvbs = xr.open_zarr(f"{prefix}/compute_MVBS/{item}.zarr", storage_options=s3_options)
     assert_same(ours_sv, sv, exact=False, skip=("source_filenames",))
     assert_same(ours_mvbs, mvbs, exact=False)
+    assert np.isfinite(ours_mvbs["Sv"].values).any()
     pngs = fs.glob(f"{prefix}/quicklook/*/*.png")
     assert len(pngs) == 10 and all(fs.cat_file(p)[:8] == PNG for p in pngs)
     assert not [p for p in fs.find(prefix) if "partial" in p]
+    assert secrets["secret"] not in json.dumps(flow_run_record(state), default=str)
 
     state, result = run(recipe)
     assert set(statuses(result).values()) == {"skipped"}
-    assert np.isfinite(ours_mvbs["Sv"].values).any()
+
+
+def flow_run_record(state) -> dict:
+    """What Prefect stored about the run and its task runs (parameters, inputs, artifacts)."""
+    from prefect.client.orchestration import get_client
+
+    from prefect_api import task_runs
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    return {"run": run.model_dump(mode="json"),
+            "tasks": [t.model_dump(mode="json") for t in task_runs(run_id)],
+            "artifacts": [a.model_dump(mode="json") for a in artifacts(run_id)]}

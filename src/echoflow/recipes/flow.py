@@ -2,9 +2,10 @@
 `echoflow.recipes.flow:run_recipe` (parameters: `recipe` = YAML text or a path / URL to it,
 `storage_options` to read that URL, `overwrite`).
 
-open_raw reuses the batch conversion (one task per file, process pool); every later
-stage runs one task per item (a file, or the combined data) on a thread pool. Tasks
-pass output paths, never datasets; a stage whose output is complete is skipped.
+open_raw reuses the batch conversion (one task per file; worker processes when there is
+enough raw data to pay for starting them); every later stage runs one task per item (a
+file, or the combined data) on a thread pool. Tasks pass output paths, never datasets;
+an output that is complete and made from the same inputs is skipped.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ QUICKLOOK_STAGES = ("compute_Sv", "compute_MVBS")
 def stage_task(job: Job, overwrite: bool = False) -> StageResult:
     result = run_job(job, overwrite)
     run_logger().info("%s %s %s -> %s (%.1f s)", job.stage, job.item, result.status,
-                          result.output, result.seconds or 0)
+                      result.output, result.seconds or 0)
     return result
 
 
 @task(name="Quick-look", task_run_name="quick-look {job.stage} {job.item}", cache_policy=NO_CACHE,
       retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def quicklook_task(job: Job, prefix: str, vmin: Optional[float], vmax: Optional[float], redo: bool) -> list[quicklook.Echogram]:
+def quicklook_task(job: Job, prefix: str, vmin: Optional[float], vmax: Optional[float],
+                   redo: bool) -> list[quicklook.Echogram]:
     return quicklook.render(job.output, prefix, job.stage, job.item, job.storage_options,
                             vmin=vmin, vmax=vmax, redo=redo)
 

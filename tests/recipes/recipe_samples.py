@@ -1,0 +1,37 @@
+"""The EK60 sample copied under several names and times, for the recipe tests."""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from samples import EK60_RAW
+
+EK60_TIME = datetime(2018, 2, 11, 16, 40, 25)  # from the sample's name
+COPY_TIMES = [EK60_TIME, EK60_TIME + timedelta(minutes=20), EK60_TIME + timedelta(hours=1)]
+
+
+def simrad_name(t: datetime) -> str:
+    return f"DY1801_EK60-D{t:%Y%m%d}-T{t:%H%M%S}.raw"
+
+
+def shifted_copy(src: Path, dst: Path, delta: timedelta) -> Path:
+    """Copy a Simrad .raw file with every datagram's time moved by `delta`, so copies named
+    for other times also hold those times (echopype combines files in time order)."""
+    data = bytearray(src.read_bytes())
+    ticks = int(delta.total_seconds() * 10_000_000)  # NT time: 100 ns since 1601
+    off = 0
+    while off < len(data):
+        (length,) = struct.unpack_from("<i", data, off)
+        low, high = struct.unpack_from("<II", data, off + 8)  # after <length><type>
+        t = (high << 32 | low) + ticks
+        struct.pack_into("<II", data, off + 8, t & 0xFFFFFFFF, t >> 32)
+        off += length + 8
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def make_batch(folder: Path, times: list[datetime]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [shifted_copy(EK60_RAW, folder / simrad_name(t), t - EK60_TIME) for t in times]
