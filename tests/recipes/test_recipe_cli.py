@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from echoflow.cli import app
-from echoflow.recipes import load_recipe
+from echoflow.recipes import RecipeError, load_recipe
 from samples import AZFP_RAW, AZFP_XML, REPO
 from recipe_samples import COPY_TIMES, simrad_name
 
@@ -135,3 +135,15 @@ stages:
 def test_examples_are_valid(name: str) -> None:
     r = load_recipe(str(REPO / "examples" / "recipes" / name))
     assert r.stage_names[0] == "open_raw"
+
+
+def test_recipe_from_a_url_names_the_url_in_errors(archive, s3_options, s3_anon_options, tmp_path: Path) -> None:
+    import s3fs
+
+    url = f"s3://{archive}/recipes/bad.yaml"
+    s3fs.S3FileSystem(**s3_options).pipe_file(url, (
+        f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path}}}\n"
+        "stages: [open_raw, compute_Sv, {compute_MVBS: {ping_time_bin: 20 parsecs}}]\n").encode())
+    with pytest.raises(RecipeError) as info:
+        load_recipe(url, s3_anon_options)
+    assert str(info.value).startswith(f"{url}:4: stages[2].compute_MVBS.ping_time_bin: '20 parsecs'")

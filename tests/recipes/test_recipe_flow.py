@@ -168,6 +168,15 @@ def test_ek60_chain_matches_echopype_then_skips(ek60_batch: list[Path], tmp_path
     assert xr.open_zarr(path["compute_MVBS"]).sizes["echo_range"] < mvbs.sizes["echo_range"]
 
 
+def test_bad_recipe_fails_the_run_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    state, result = run(f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {out}}}\n"
+                        "stages:\n  - open_raw\n  - add_depth\n")
+    assert state.is_failed()
+    assert "<recipe>:6: stages[1]: add_depth needs compute_Sv before it" in str(result)
+    assert not out.exists()
+
+
 def test_failed_file_is_isolated(ek60_batch: list[Path], tmp_path: Path) -> None:
     """Per-file chains (no combine), two at a time: a truncated file fails its own chain
     only; its later stages are not run and leave nothing that looks complete."""
