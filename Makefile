@@ -24,7 +24,7 @@ CHART_REPO ?=
 KIND_CLUSTER ?= echoflow
 DATA ?= ../shared/data
 OUT ?= out
-export IMAGE IMAGE_REPO IMAGE_TAG VERSION REVISION BASE_IMAGE CA_BUNDLE KIND_CLUSTER
+export IMAGE IMAGE_REPO IMAGE_TAG VERSION REVISION BASE_IMAGE CA_BUNDLE KIND_CLUSTER CHART_REPO
 
 .PHONY: help
 help: ## List the targets
@@ -33,7 +33,8 @@ help: ## List the targets
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e '.[test]'
+	# --compile-bytecode: imports read .pyc even where PYTHONDONTWRITEBYTECODE is set (3x faster start)
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[test]'
 	touch $@
 
 .PHONY: install
@@ -71,8 +72,9 @@ image: ## Build the image $(IMAGE) (BASE_IMAGE=..., CA_BUNDLE=path for TLS-inspe
 	scripts/build-image.sh
 
 .PHONY: chart-lint
-chart-lint: tools ## helm lint the chart
+chart-lint: tools ## helm lint the chart with its defaults and every k8s/values-*.yaml
 	$(HELM) lint $(CHART_DIR) --strict
+	for f in k8s/values-*.yaml; do $(HELM) lint $(CHART_DIR) --strict -f $$f || exit 1; done
 
 .PHONY: chart-test
 chart-test: install tools ## Render, schema-validate and check the chart (no cluster)

@@ -15,5 +15,7 @@ def load() -> ModuleType:
 
     if logging.root.manager.disable == logging.WARNING:
         logging.disable(logging.NOTSET)
-    logging.getLogger("echopype").setLevel(logging.WARNING)
+    for name in ["echopype", *logging.root.manager.loggerDict]:
+        if name.startswith("echopype"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return echopype

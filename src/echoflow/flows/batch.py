@@ -1,8 +1,9 @@
 """`convert_batch`: many raw files, one output each, in parallel processes.
 
-echopype's parsers hold the GIL, so files run in a process pool (Prefect's
-ProcessPoolTaskRunner); each worker process converts one file at a time and returns
-only a small result record, so no converted dataset outlives its file.
+echopype's parsers hold the GIL, so conversions run in a pool of worker processes that
+load only echopype; Prefect orchestrates from threads of the flow's own process (one
+task run per file: states, retries, logs). Workers return only a small result record,
+so no converted dataset outlives its file, and they start while the flow plans.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ProcessPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from echoflow import convert, storage
 from echoflow.errors import one_line
 from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, available_cpus, emit, retry_transient
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
+from echoflow.workers import Workers, current_workers, using
 
 
 @task(name="Convert File", task_run_name="convert {req.raw_file}", cache_policy=NO_CACHE,
       retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def convert_file(req: ConvertRequest) -> FileResult:
     log = run_logger()
-    result = convert.convert_file(req)
+    workers = current_workers()
+    result = workers.run(convert.convert_file, req) if workers else convert.convert_file(req)
     log.info("%s %s -> %s (%s bytes, %.1f s)", result.status, storage.shown(req.raw_file),
              result.output, result.bytes, result.seconds or 0)
     return result
@@ -73,7 +76,7 @@ def run_files(todo: list[ConvertRequest], workers: int) -> list[FileResult]:
         for req in todo:
             record(req, _Now(convert_file, req))
         return results
-    with ProcessPoolTaskRunner(max_workers=workers) as runner:
+    with Workers(workers) as pool, using(pool), ThreadPoolTaskRunner(max_workers=workers) as runner:
         futures = {runner.submit(convert_file, {"req": r}): r for r in todo}
         for fut in as_completed(list(futures)):
             record(futures[fut], fut)

@@ -1,0 +1,74 @@
+"""Benchmark helpers: sample copies, timed subprocesses with process-tree peak memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA", REPO.parent / "shared" / "data"))
+EK60 = DATA / "ek60" / "DY1801_EK60-D20180211-T164025.raw"
+BIN = Path(sys.executable).parent
+
+
+def ek60_copies(folder: Path, n: int) -> list[Path]:
+    """n copies of the EK60 sample, named with the instrument's -DYYYYMMDD-THHMMSS convention."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        hh, mm = divmod(i * 10, 60)
+        p = folder / f"DY1801_EK60-D20180211-T{16 + hh % 8:02d}{mm:02d}{i // 48:02d}.raw"
+        if not p.exists():
+            shutil.copyfile(EK60, p)
+        out.append(p)
+    return out
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+    returncode: int
+
+
+def timed(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> Run:
+    """Wall time and the peak of summed RSS over the process and all its descendants."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = 0
+                for p in procs:
+                    try:
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak[0] = max(peak[0], rss / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(interval)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    t.join()
+    if proc.returncode not in (0,):
+        sys.stderr.write(err[-2000:])
+    return Run(seconds, peak[0], proc.returncode)

@@ -1,0 +1,110 @@
+"""Batch conversion: plain echopype loop vs hand-written process pool vs `echoflow convert`.
+
+    python benchmarks/convert_bench.py [--files 24] [--format zarr]
+
+Every variant runs as a new process on the same copies of the EK60 sample and writes
+the same outputs; wall time and peak memory (summed over the process tree) are printed
+with their ratios. Targets (2 cores): echoflow >= 1.6x faster than the loop and within
+1.2x of the pool; one file within 3 s of a plain script; memory(48 files) <= 1.25x memory(12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import BIN, ek60_copies, timed  # noqa: E402
+
+LOOP = """
+import sys, echopype as ep
+fmt, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+for f in files:
+    ed = ep.open_raw(f, sonar_model="EK60")
+    name = out + "/" + f.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    ed.to_zarr(name + ".zarr", overwrite=True) if fmt == "zarr" else ed.to_netcdf(name + ".nc", overwrite=True)
+"""
+
+POOL = """
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+def one(args):
+    import echopype as ep
+    f, fmt, out = args
+    ed = ep.open_raw(f, sonar_model="EK60")
+    name = out + "/" + f.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    ed.to_zarr(name + ".zarr", overwrite=True) if fmt == "zarr" else ed.to_netcdf(name + ".nc", overwrite=True)
+
+if __name__ == "__main__":
+    fmt, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(one, [(f, fmt, out) for f in files]))
+"""
+
+
+def fresh(path: Path) -> str:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=24)
+    ap.add_argument("--format", choices=("zarr", "netcdf"), default="zarr")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="echoflow-bench-"))
+    py = sys.executable
+    echoflow = str(BIN / "echoflow")
+    env = {"ECHOFLOW_HOME": str(work / "home"), "PYTHONWARNINGS": "ignore"}
+    env_clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    os.environ.clear()
+    os.environ.update(env_clean)
+    try:
+        files = [str(p) for p in ek60_copies(work / "raw", max(48, args.files))]
+        batch = files[: args.files]
+        ef = [echoflow, "convert", "-m", "EK60", "-f", args.format, "-j", "2"]
+        # Start the local Prefect API once (a later command reuses it), as on a user's laptop.
+        timed([echoflow, "convert", files[0], "-m", "EK60", "-o", fresh(work / "warm")], env)
+
+        rows = []
+        loop = timed([py, "-c", LOOP, args.format, fresh(work / "a"), *batch], env)
+        pool = timed([py, "-c", POOL, args.format, fresh(work / "b"), *batch], env)
+        flow = timed([*ef, "-o", fresh(work / "c"), *batch], env)
+        rows += [("(a) echopype loop", loop), ("(b) process pool", pool), ("(c) echoflow convert", flow)]
+        one_plain = timed([py, "-c", LOOP, args.format, fresh(work / "d"), files[0]], env)
+        one_flow = timed([*ef, "-o", fresh(work / "e"), files[0]], env)
+        rows += [("1 file: echopype script", one_plain), ("1 file: echoflow convert", one_flow)]
+        m12 = timed([*ef, "-o", fresh(work / "m12"), *files[:12]], env)
+        m48 = timed([*ef, "-o", fresh(work / "m48"), *files[:48]], env)
+        rows += [("echoflow, 12 files", m12), ("echoflow, 48 files", m48)]
+        timed([echoflow, "server", "stop"], env)
+
+        print(f"\n{args.files} copies of {Path(files[0]).name.split('-D')[0]} (EK60, 1.2 MB) -> {args.format}, "
+              f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+        print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
+        for name, r in rows:
+            print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")
+        checks = [
+            ("speed-up of (c) over (a)", loop.seconds / flow.seconds, ">= 1.6", loop.seconds / flow.seconds >= 1.6),
+            ("(c) / (b) wall time", flow.seconds / pool.seconds, "<= 1.2", flow.seconds / pool.seconds <= 1.2),
+            ("1 file: echoflow - script (s)", one_flow.seconds - one_plain.seconds, "<= 3.0",
+             one_flow.seconds - one_plain.seconds <= 3.0),
+            ("peak memory 48 / 12 files", m48.peak_mb / m12.peak_mb, "<= 1.25", m48.peak_mb / m12.peak_mb <= 1.25),
+        ]
+        print(f"\n{'ratio':32} {'value':>7} {'target':>8}")
+        for name, value, target, ok in checks:
+            print(f"{name:32} {value:7.2f} {target:>8}  {'ok' if ok else 'MISSED'}")
+        if any(r.returncode for _, r in rows):
+            sys.exit("a variant failed; see stderr above")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

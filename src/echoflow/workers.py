@@ -1,0 +1,79 @@
+"""Worker processes for echopype's GIL-bound parsing.
+
+Workers import echopype (not Prefect) as soon as the pool exists, so they are warm by
+the time the flow has planned its files. A worker that dies (e.g. killed for memory)
+breaks the pool; the pool is rebuilt and the error is reported as transient, so
+Prefect's task retries resubmit the affected files.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import multiprocessing
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+from echoflow.errors import TransientIOError
+
+T = TypeVar("T")
+_current: contextvars.ContextVar[Optional["Workers"]] = contextvars.ContextVar("echoflow_workers", default=None)
+
+
+def _warm() -> None:
+    from echoflow._echopype import load
+
+    load()
+
+
+class Workers:
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._lock = threading.Lock()
+        self._pool: Optional[ProcessPoolExecutor] = None
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_warm)
+                for _ in range(self.count):  # start every worker now, not on first use
+                    self._pool.submit(int)
+            return self._pool
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        pool = self._get()
+        future: Future = pool.submit(fn, *args)
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise TransientIOError("a worker process died during the conversion (out of memory?)") from None
+
+    def __enter__(self) -> "Workers":
+        self._get()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+
+@contextmanager
+def using(workers: "Workers") -> Iterator[None]:
+    token = _current.set(workers)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current_workers() -> Optional[Workers]:
+    return _current.get()
