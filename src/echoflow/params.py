@@ -89,67 +89,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ConvertRequest(_Strict):
+class _Conversion(_Strict):
+    """What every conversion request shares: model, format, options (credentials from env)."""
+
+    _env = model_validator(mode="before")(_with_env_options)
+
+    sonar_model: str
+    xml_path: Optional[str] = None
+    convert_params: Optional[dict[str, Any]] = None
+    output_type: str = "netcdf"
+    overwrite: bool = False
+    input_storage_options: dict[str, Any] = Field(default_factory=dict)
+    output_storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("output_type")
+    @classmethod
+    def _output_type(cls, v: str) -> str:
+        return check_output_type(v)
+
+    @model_validator(mode="after")
+    def _model(self) -> "_Conversion":
+        object.__setattr__(self, "sonar_model", check_sonar_model(self.sonar_model, self.xml_path))
+        return self
+
+
+class ConvertRequest(_Conversion):
     """One raw file to one converted output."""
 
-    _env = model_validator(mode="before")(_with_env_options)
-
     raw_file: str = Field(min_length=1)
-    sonar_model: str
-    xml_path: Optional[str] = None
-    convert_params: Optional[dict[str, Any]] = None
-    input_storage_options: dict[str, Any] = Field(default_factory=dict)
     output_path: str = Field(min_length=1)
-    output_type: str = "netcdf"
-    overwrite: bool = False
-    output_storage_options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("output_type")
-    @classmethod
-    def _output_type(cls, v: str) -> str:
-        return check_output_type(v)
-
-    @model_validator(mode="after")
-    def _model(self) -> "ConvertRequest":
-        object.__setattr__(self, "sonar_model", check_sonar_model(self.sonar_model, self.xml_path))
-        return self
 
 
-class BatchRequest(_Strict):
+class BatchRequest(_Conversion):
     """Many raw files (list, globs or manifests) to one output prefix."""
 
-    _env = model_validator(mode="before")(_with_env_options)
-
     sources: list[str] = Field(min_length=1)
-    sonar_model: str
     output_prefix: str = Field(min_length=1)
-    output_type: str = "netcdf"
-    xml_path: Optional[str] = None
-    convert_params: Optional[dict[str, Any]] = None
     concurrency: int = Field(default=0, ge=0, le=256)
-    overwrite: bool = False
-    input_storage_options: dict[str, Any] = Field(default_factory=dict)
-    output_storage_options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("output_type")
-    @classmethod
-    def _output_type(cls, v: str) -> str:
-        return check_output_type(v)
-
-    @model_validator(mode="after")
-    def _model(self) -> "BatchRequest":
-        object.__setattr__(self, "sonar_model", check_sonar_model(self.sonar_model, self.xml_path))
-        return self
 
     def file_request(self, raw_file: str, output_path: str) -> ConvertRequest:
-        return ConvertRequest(
-            raw_file=raw_file,
-            sonar_model=self.sonar_model,
-            xml_path=self.xml_path,
-            convert_params=self.convert_params,
-            input_storage_options=self.input_storage_options,
-            output_path=output_path,
-            output_type=self.output_type,
-            overwrite=self.overwrite,
-            output_storage_options=self.output_storage_options,
-        )
+        shared = self.model_dump(exclude={"sources", "output_prefix", "concurrency"})
+        return ConvertRequest(raw_file=raw_file, output_path=output_path, **shared)

@@ -88,12 +88,13 @@ def convert_cruise(
     missing; a failed child never loses the results of the others.
     """
     warn_on_credentials(input_storage_options, output_storage_options)
-    req = BatchRequest(
-        sources=sources, sonar_model=sonar_model, output_prefix=output_prefix,
-        output_type=output_type, xml_path=xml_path, convert_params=convert_params,
-        concurrency=concurrency, overwrite=overwrite,
+    # The batch flow's parameters, as the caller gave them (credentials stay in the environment).
+    batch_params = dict(
+        sources=sources, sonar_model=sonar_model, output_prefix=output_prefix, output_type=output_type,
+        xml_path=xml_path, convert_params=convert_params, concurrency=concurrency, overwrite=overwrite,
         input_storage_options=input_storage_options, output_storage_options=output_storage_options,
     )
+    req = BatchRequest(**batch_params)
     if files_per_job < 1:
         from echoflow.errors import ParameterError
 
@@ -114,11 +115,7 @@ def convert_cruise(
              len(skipped), len(pending), len(chunks), batch_deployment or "this process")
 
     def child_params(chunk: list[ConvertRequest]) -> dict[str, Any]:
-        # Parameters as the caller gave them (credentials stay in the environment).
-        return dict(sources=[r.raw_file for r in chunk], sonar_model=sonar_model, output_prefix=output_prefix,
-                    output_type=output_type, xml_path=xml_path, convert_params=convert_params,
-                    concurrency=concurrency, overwrite=overwrite, input_storage_options=input_storage_options,
-                    output_storage_options=output_storage_options)
+        return {**batch_params, "sources": [r.raw_file for r in chunk]}
 
     parts: list[Summary] = [Summary(files=rejected + skipped)]
     if batch_deployment is None:
