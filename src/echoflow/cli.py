@@ -92,9 +92,32 @@ def convert(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs"),
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
-    # echopype takes seconds to import; let it load while Prefect starts up.
-    threading.Thread(target=_load_echopype, daemon=True).start()
+    from echoflow.workers import Workers, available_cpus
+
+    # echopype takes seconds to import: worker processes (or, for one file, a thread) load
+    # it while this process starts Prefect.
+    many = len(sources) > 1 or any(set(s) & set("*?[@") or s.endswith((".txt", ".lst", ".manifest"))
+                                   for s in sources)
+    pool = Workers(concurrency or available_cpus()) if many and concurrency != 1 else None
+    if pool:
+        pool.__enter__()
+    else:
+        threading.Thread(target=_load_echopype, daemon=True).start()
+    try:
+        _convert(pool, sources, sonar_model, out_prefix, output_type, xml, overwrite, concurrency, anon,
+                 input_option, output_option, verbose)
+    finally:
+        if pool:
+            pool.__exit__(None, None, None)
+
+
+def _convert(pool: Any, sources: List[str], sonar_model: str, out_prefix: str, output_type: str,
+             xml: Optional[str], overwrite: bool, concurrency: int, anon: bool, input_option: List[str],
+             output_option: List[str], verbose: bool) -> None:
+    from contextlib import nullcontext
+
     from echoflow.home import use_embedded_default
+    from echoflow.workers import using
 
     where = use_embedded_default(quiet=not verbose)
     from echoflow.flows.batch import convert_batch
@@ -110,7 +133,8 @@ def convert(
                   overwrite=overwrite, input_storage_options=in_opts,
                   output_storage_options=storage_options(output_option, "--output-option", "output"))
     try:
-        BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
+        with using(pool) if pool else nullcontext():
+            BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
     except EchoflowError as exc:
         fail(one_line(exc))
     except ValueError as exc:
@@ -129,7 +153,8 @@ def convert(
 
         remove = add_listener(on_event)
         try:
-            state = convert_batch(**params, return_state=True)
+            with using(pool) if pool else nullcontext():
+                state = convert_batch(**params, return_state=True)
         finally:
             remove()
     result = state.result(raise_on_failure=False)

@@ -16,13 +16,22 @@ OUTPUT_TYPES: tuple[str, ...] = ("netcdf", "zarr")
 EXTENSIONS = {"netcdf": ".nc", "zarr": ".zarr"}
 
 
-@lru_cache
-def sonar_models() -> dict[str, bool]:
-    """Every sonar model echopype can convert, mapped to whether it needs an XML file."""
+def _sonar_models_here() -> dict[str, bool]:
     from echoflow._echopype import load
 
-    SONAR_MODELS = load().core.SONAR_MODELS
-    return {name: bool(spec.get("xml")) for name, spec in SONAR_MODELS.items()}
+    return {name: bool(spec.get("xml")) for name, spec in load().core.SONAR_MODELS.items()}
+
+
+@lru_cache
+def sonar_models() -> dict[str, bool]:
+    """Every sonar model echopype can convert, mapped to whether it needs an XML file.
+
+    Asked of a worker process when there is one, so this process need not import echopype.
+    """
+    from echoflow.workers import current_workers
+
+    workers = current_workers()
+    return workers.run(_sonar_models_here) if workers else _sonar_models_here()
 
 
 def check_output_type(value: str) -> str:

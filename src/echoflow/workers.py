@@ -10,16 +10,30 @@ from __future__ import annotations
 
 import contextvars
 import multiprocessing
+import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from echoflow.errors import TransientIOError
 
 T = TypeVar("T")
 _current: contextvars.ContextVar[Optional["Workers"]] = contextvars.ContextVar("echoflow_workers", default=None)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity, then a cgroup v2 quota (a pod's cpu limit)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
 
 
 def _warm() -> None:

@@ -8,6 +8,7 @@ so no converted dataset outlives its file, and they start while the flow plans.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Optional
 
 from prefect import flow, task
@@ -76,7 +77,10 @@ def run_files(todo: list[ConvertRequest], workers: int) -> list[FileResult]:
         for req in todo:
             record(req, _Now(convert_file, req))
         return results
-    with Workers(workers) as pool, using(pool), ThreadPoolTaskRunner(max_workers=workers) as runner:
+    # A pool the caller started early (the CLI does, to overlap its start-up) is reused.
+    given = current_workers()
+    with (nullcontext(given) if given else Workers(workers)) as pool, using(pool), \
+            ThreadPoolTaskRunner(max_workers=max(workers, pool.count)) as runner:
         futures = {runner.submit(convert_file, {"req": r}): r for r in todo}
         for fut in as_completed(list(futures)):
             record(futures[fut], fut)

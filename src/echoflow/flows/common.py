@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 from prefect.tasks import exponential_backoff
 
 from echoflow.errors import is_transient
 from echoflow.report import FileResult
+from echoflow.workers import available_cpus  # noqa: F401 - re-exported for the flows
 
 RETRIES = 3
 RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2, 4, 8 s (+ jitter)
@@ -46,18 +46,6 @@ def warn_on_credentials(*option_sets: dict[str, Any]) -> None:
         run_logger().warning(
             "storage options carry credentials; Prefect stores run parameters, so pass them as "
             "ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS or AWS_* environment variables instead")
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: affinity, then a cgroup v2 quota (a pod's cpu limit)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
 
 
 Listener = Callable[[str, FileResult | int], None]
