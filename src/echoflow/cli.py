@@ -94,21 +94,17 @@ def convert(
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
     from echoflow.workers import Workers, available_cpus
 
-    # echopype takes seconds to import: worker processes (or, for one file, a thread) load
-    # it while this process starts Prefect.
+    # echopype takes seconds to import: worker processes load it while this process starts
+    # Prefect, so this process never imports it.
     many = len(sources) > 1 or any(set(s) & set("*?[@") or s.endswith((".txt", ".lst", ".manifest"))
                                    for s in sources)
-    pool = Workers(concurrency or available_cpus()) if many and concurrency != 1 else None
-    if pool:
-        pool.__enter__()
-    else:
-        threading.Thread(target=_load_echopype, daemon=True).start()
+    pool = Workers(concurrency or available_cpus() if many else 1)
+    pool.__enter__()
     try:
         _convert(pool, sources, sonar_model, out_prefix, output_type, xml, overwrite, concurrency, anon,
                  input_option, output_option, verbose)
     finally:
-        if pool:
-            pool.__exit__(None, None, None)
+        pool.__exit__(None, None, None)
 
 
 def _convert(pool: Any, sources: List[str], sonar_model: str, out_prefix: str, output_type: str,

@@ -72,13 +72,13 @@ def run_files(todo: list[ConvertRequest], workers: int) -> list[FileResult]:
         results.append(res)
         emit("file", res)
 
-    if workers <= 1 or len(todo) <= 1:
+    given = current_workers()
+    if not given and (workers <= 1 or len(todo) <= 1):
         # In-process: no pool start-up cost for one file or one worker.
         for req in todo:
             record(req, _Now(convert_file, req))
         return results
     # A pool the caller started early (the CLI does, to overlap its start-up) is reused.
-    given = current_workers()
     with (nullcontext(given) if given else Workers(workers)) as pool, using(pool), \
             ThreadPoolTaskRunner(max_workers=max(workers, pool.count)) as runner:
         futures = {runner.submit(convert_file, {"req": r}): r for r in todo}
