@@ -163,8 +163,23 @@ def cluster(echoflow_image, prefect_server, s3_server, s3_env, s3_options, tmp_p
     secret_name = template["variables"]["properties"]["env_from"]["default"][0]["secretRef"]["name"]
     kind_secret = _kind_secret(secret_name)
     assert set(kind_secret) <= set(s3_env), (sorted(kind_secret), sorted(s3_env))
-    return {"pool": pool, "secrets": {secret_name: {k: s3_env[k] for k in kind_secret}},
-            "node": replay.kind_worker_node(), "image": str(echoflow_image)}
+    yield {"pool": pool, "secrets": {secret_name: {k: s3_env[k] for k in kind_secret}},
+           "node": replay.kind_worker_node(), "image": str(echoflow_image)}
+
+    # Leave the session's server as we found it: other tests register these names too.
+    from prefect.exceptions import ObjectNotFound
+
+    from echoflow.deploy import FLOWS
+
+    with get_client(sync_client=True) as client:
+        for flow in FLOWS:
+            try:
+                deployment = client.read_deployment_by_name(f"{flow}/echoflow")
+            except ObjectNotFound:
+                continue
+            if deployment.work_pool_name == pool:
+                client.delete_deployment(deployment.id)
+        client.delete_work_pool(pool)
 
 
 @pytest.fixture(scope="module")
