@@ -67,11 +67,11 @@ trap cleanup EXIT
 
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-forward() {  # svc remote-port local-port health-path
+forward() {  # svc remote-port local-port path: wait until an HTTP answer comes through
   "$KUBECTL" -n "$NS" port-forward "svc/$1" "$3:$2" >"$LOGS/forward-$1.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 60); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$3$4" && return 0
+    curl -s -o /dev/null "http://127.0.0.1:$3$4" && return 0
     sleep 2
   done
   cat "$LOGS/forward-$1.log" >&2

@@ -183,10 +183,12 @@ def cluster(echoflow_image, prefect_server, s3_server, s3_env, s3_options, tmp_p
 
 
 @pytest.fixture(scope="module")
-def samples(cluster, data_dir, s3_options, tmp_path_factory):
+def samples(cluster, data_dir, s3_env, tmp_path_factory):
     # e2e_steps names its copies as tests/util.py does (the instrument's convention).
     assert steps.ek60_names(6) == [p.name for p in ek60_copies(tmp_path_factory.mktemp("names"), 6)]
-    return steps.upload_samples(data_dir, f"s3://{RAW}/batch", s3_options, ek60_copies=3)
+    out = _steps_cli("upload-samples", "--data", str(data_dir), "--dest", f"s3://{RAW}/batch",
+                     "--ek60-copies", "3", env=s3_env).stdout
+    return json.loads(out)
 
 
 def test_batch_runs_as_kubernetes_jobs(cluster, samples, s3_options, s3_env, tmp_path):
@@ -235,6 +237,8 @@ def test_batch_runs_as_kubernetes_jobs(cluster, samples, s3_options, s3_env, tmp
         assert any(line.startswith(f"converted {url} -> ") for line in task_lines), task_lines
     assert any("3 files: 3 converted" in rec.message for rec in logs), [rec.message for rec in logs]
     assert "3 files: 3 converted" in ek60_launch.result.logs  # and in the pod's own log
+    printed = _steps_cli("logs", str(ek60_id)).stdout
+    assert printed.count("converted s3://") == 3, printed
 
     running = _state_time(ek60_id, "RUNNING")
     print(f"\npod replay: container start -> flow run Running {running - _started(ek60_launch):.1f}s, "
@@ -259,6 +263,10 @@ def test_cruise_fans_out_child_jobs_within_the_pool_limit(cluster, s3_options, d
 
     children = steps.child_runs(parent)
     assert len(children) == 4, why
+    assert _steps_cli("children", str(parent)).stdout.split() == [str(c.id) for c in children]
+    listed = subprocess.run([sys.executable, str(REPO / "scripts" / "e2e_steps.py"), "wait",
+                             *[str(c.id) for c in children]], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 1 and listed.stdout.count("ok ") == 3 and listed.stdout.count("BAD") == 1, listed
     assert sorted(c.state_name for c in children) == ["Completed"] * 3 + ["Failed"], why
     assert {c.parameters["sources"][0] for c in children} == {*good, corrupt}
     assert all(len(c.parameters["sources"]) == 1 for c in children)
