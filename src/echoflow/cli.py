@@ -211,7 +211,7 @@ def deploy(
                                                      help="JSON base job template (creates or updates the pool's)"),
     deployment_name: str = typer.Option("echoflow", "--deployment-name", help="Name of each deployment"),
     concurrency_limit: Optional[int] = typer.Option(None, "--concurrency-limit", min=0,
-                                                    help="Most flow-run Jobs the pool runs at once"),
+                                                    help="Most conversion Jobs at once (queue 'conversions'; cruise parents not counted)"),
     flow: List[str] = typer.Option([], "--flow", help="Only these flows (default: all)"),
 ) -> None:
     """Register echoflow's flows as deployments on a work pool (any Prefect API; idempotent)."""

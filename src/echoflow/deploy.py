@@ -27,6 +27,11 @@ FLOWS = {
     "run-recipe": "echoflow.recipes.flow.run_recipe",
 }
 TAGS = ["echoflow"]
+# Flows that fan out wait for their children: they run on the pool's default queue with no
+# limit, and every Job that does the conversions goes through this queue, which carries the
+# concurrency limit. (With the limit on the pool, waiting parents could hold every slot.)
+WORK_QUEUE = "conversions"
+FAN_OUT = {"convert-cruise"}
 
 
 @dataclass
@@ -57,8 +62,7 @@ def _import_flow(entrypoint: str) -> Any:
     return import_object(f"{module}:{name}")
 
 
-def ensure_pool(client: Any, pool: str, create: bool, template: Optional[dict[str, Any]],
-                concurrency_limit: Optional[int]) -> Change:
+def ensure_pool(client: Any, pool: str, create: bool, template: Optional[dict[str, Any]]) -> Change:
     try:
         existing = client.read_work_pool(pool)
     except ObjectNotFound:
@@ -68,18 +72,26 @@ def ensure_pool(client: Any, pool: str, create: bool, template: Optional[dict[st
             from prefect_kubernetes.worker import KubernetesWorker
 
             template = KubernetesWorker.get_default_base_job_template()
-        client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=template,
-                                               concurrency_limit=concurrency_limit))
+        client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=template))
         return Change("pool", pool, "created")
-    update: dict[str, Any] = {}
     if template is not None and existing.base_job_template != template:
-        update["base_job_template"] = template
-    if concurrency_limit is not None and existing.concurrency_limit != concurrency_limit:
-        update["concurrency_limit"] = concurrency_limit
-    if update:
-        client.update_work_pool(pool, WorkPoolUpdate(**update))
+        client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
         return Change("pool", pool, "updated")
     return Change("pool", pool, "unchanged")
+
+
+def ensure_queue(client: Any, pool: str, concurrency_limit: Optional[int]) -> Change:
+    name = f"{pool}/{WORK_QUEUE}"
+    try:
+        queue = client.read_work_queue_by_name(WORK_QUEUE, work_pool_name=pool)
+    except ObjectNotFound:
+        client.create_work_queue(WORK_QUEUE, work_pool_name=pool, concurrency_limit=concurrency_limit,
+                                 description="echoflow conversion Jobs; its limit caps how many run at once")
+        return Change("queue", name, "created")
+    if concurrency_limit is not None and queue.concurrency_limit != concurrency_limit:
+        client.update_work_queue(queue.id, concurrency_limit=concurrency_limit)
+        return Change("queue", name, "updated")
+    return Change("queue", name, "unchanged")
 
 
 def desired(flow_name: str, entrypoint: str, pool: str, image: str) -> dict[str, Any]:
@@ -87,6 +99,7 @@ def desired(flow_name: str, entrypoint: str, pool: str, image: str) -> dict[str,
     return dict(
         entrypoint=entrypoint,
         work_pool_name=pool,
+        work_queue_name="default" if flow_name in FAN_OUT else WORK_QUEUE,
         job_variables={"image": image},
         parameter_openapi_schema=parameter_schema(flow).model_dump(),
         description=(flow.description or "").strip() or None,
@@ -129,6 +142,6 @@ def deploy(pool: str, image: str, *, create_pool: bool = False, base_job_templat
             if flows:  # asked for by name: say so
                 raise
     with get_client(sync_client=True) as client:
-        changes = [ensure_pool(client, pool, create_pool, template, concurrency_limit)]
+        changes = [ensure_pool(client, pool, create_pool, template), ensure_queue(client, pool, concurrency_limit)]
         changes += [ensure_deployment(client, n, deployment_name, s) for n, s in specs.items()]
     return changes

@@ -28,18 +28,21 @@ def test_deploy_creates_then_changes_nothing(prefect_server, tmp_path):
 
     first = deploy(prefect_server, *args)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 5, first.stdout  # pool + four flows
+    assert first.stdout.count("created") == 6, first.stdout  # pool, queue, four flows
     second = deploy(prefect_server, *args)
     assert second.returncode == 0 and "created" not in second.stdout and "updated" not in second.stdout
-    assert second.stdout.count("unchanged") == 5
+    assert second.stdout.count("unchanged") == 6
 
     with get_client(sync_client=True) as client:
         pool = client.read_work_pool("deploy-test")
-        assert pool.type == "kubernetes" and pool.concurrency_limit == 4
+        assert pool.type == "kubernetes" and pool.concurrency_limit is None
+        queue = client.read_work_queue_by_name("conversions", work_pool_name="deploy-test")
+        assert queue.concurrency_limit == 4
         assert pool.base_job_template == template
         for flow in ("convert-raw-sonar", "convert-batch", "convert-cruise", "run-recipe"):
             d = client.read_deployment_by_name(f"{flow}/echoflow")
             assert d.work_pool_name == "deploy-test" and d.pull_steps == []
+            assert d.work_queue_name == ("default" if flow == "convert-cruise" else "conversions")
             assert d.job_variables == {"image": "registry.example/echoflow:1.2.3"}
             assert d.entrypoint.startswith("echoflow.") and ":" not in d.entrypoint
         schema = client.read_deployment_by_name("convert-batch/echoflow").parameter_openapi_schema

@@ -15,7 +15,8 @@ from uuid import UUID
 
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+                                            FlowRunFilter, FlowRunFilterId)
 from prefect.deployments import run_deployment
 from prefect.states import State
 
@@ -52,13 +53,18 @@ def child_summary(flow_run_id: UUID, chunk: list[ConvertRequest]) -> Summary:
 
 
 def wait_all(ids: list[UUID], poll_seconds: float) -> None:
-    pending = set(ids)
+    """Until every child run is final: one filtered read per page of ids per poll."""
+    pending = list(ids)
     with get_client(sync_client=True) as client:
         while pending:
-            for fid in list(pending):
-                state = client.read_flow_run(fid).state
-                if state is not None and state.is_final():
-                    pending.discard(fid)
+            still = []
+            for i in range(0, len(pending), 200):
+                page = pending[i:i + 200]
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)),
+                                             limit=len(page))
+                final = {r.id for r in runs if r.state is not None and r.state.is_final()}
+                still += [fid for fid in page if fid not in final]
+            pending = still
             if pending:
                 time.sleep(poll_seconds)
 
