@@ -48,7 +48,7 @@ def shown(url: str) -> str:
 def public_url(url: str) -> str:
     """The URL without credentials or query strings (presigned signatures), for logs and attributes."""
     if "://" not in url:
-        return str(Path(url).expanduser().resolve()) if url else url
+        return str(Path(url).expanduser().absolute()) if url else url  # as given: no symlink resolution
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
