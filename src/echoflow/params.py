@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,16 +23,38 @@ def _sonar_models_here() -> dict[str, bool]:
     return {name: bool(spec.get("xml")) for name, spec in load().core.SONAR_MODELS.items()}
 
 
+def _cache_file() -> Path:
+    from importlib.metadata import version
+
+    home = Path(os.environ.get("ECHOFLOW_HOME") or "~/.echoflow").expanduser()
+    return home / "cache" / f"sonar-models-echopype-{version('echopype')}.json"
+
+
 @lru_cache
 def sonar_models() -> dict[str, bool]:
     """Every sonar model echopype can convert, mapped to whether it needs an XML file.
 
-    Asked of a worker process when there is one, so this process need not import echopype.
+    Read from echopype once per echopype version and cached under ECHOFLOW_HOME, so that
+    checking parameters never waits seconds for echopype's import; asked of a worker
+    process when there is one, so this process need not import echopype at all.
     """
     from echoflow.workers import current_workers
 
+    cache = _cache_file()
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
     workers = current_workers()
-    return workers.run(_sonar_models_here) if workers else _sonar_models_here()
+    models = workers.run(_sonar_models_here) if workers else _sonar_models_here()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(models))
+        os.replace(tmp, cache)  # readers never see a half-written table
+    except OSError:
+        pass  # a read-only home only costs the import next time
+    return models
 
 
 def check_output_type(value: str) -> str:

@@ -31,3 +31,23 @@ def test_unknown_output_type_names_allowed_values():
 def test_unknown_parameter_is_refused():
     with pytest.raises(ValidationError, match="extra"):
         BatchRequest(sources=["a.raw"], sonar_model="EK60", output_prefix="o", concurency=2)
+
+
+def test_model_table_is_cached_per_echopype_version(tmp_path, monkeypatch):
+    import json
+
+    from echoflow import params
+
+    monkeypatch.setenv("ECHOFLOW_HOME", str(tmp_path))
+    params.sonar_models.cache_clear()
+    try:
+        first = params.sonar_models()
+        [cached] = list((tmp_path / "cache").glob("sonar-models-echopype-*.json"))
+        from importlib.metadata import version
+
+        assert cached.name == f"sonar-models-echopype-{version('echopype')}.json"
+        assert json.loads(cached.read_text()) == first
+        params.sonar_models.cache_clear()
+        assert params.sonar_models() == first
+    finally:
+        params.sonar_models.cache_clear()
