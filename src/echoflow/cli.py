@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +14,9 @@ from rich.table import Table
 
 from echoflow import __version__
 from echoflow.errors import EchoflowError, one_line
+
+if TYPE_CHECKING:
+    from echoflow.workers import Workers
 
 app = typer.Typer(help="Ocean-sonar data conversion and processing with echopype and Prefect.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -52,12 +54,6 @@ def storage_options(pairs: List[str], what: str, direction: str) -> dict[str, An
         name = f"ECHOFLOW_{direction.upper()}_STORAGE_OPTIONS"
         os.environ[name] = json.dumps({**env_options(direction), **secrets})
     return settings
-
-
-def _load_echopype() -> None:
-    from echoflow._echopype import load
-
-    load()
 
 
 def _version(value: bool) -> None:
@@ -107,11 +103,9 @@ def convert(
         pool.__exit__(None, None, None)
 
 
-def _convert(pool: Any, sources: List[str], sonar_model: str, out_prefix: str, output_type: str,
+def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: str, output_type: str,
              xml: Optional[str], overwrite: bool, concurrency: int, anon: bool, input_option: List[str],
              output_option: List[str], verbose: bool) -> None:
-    from contextlib import nullcontext
-
     from echoflow.home import use_embedded_default
     from echoflow.workers import using
 
@@ -129,7 +123,7 @@ def _convert(pool: Any, sources: List[str], sonar_model: str, out_prefix: str, o
                   overwrite=overwrite, input_storage_options=in_opts,
                   output_storage_options=storage_options(output_option, "--output-option", "output"))
     try:
-        with using(pool) if pool else nullcontext():
+        with using(pool):
             BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
     except EchoflowError as exc:
         fail(one_line(exc))
@@ -149,7 +143,7 @@ def _convert(pool: Any, sources: List[str], sonar_model: str, out_prefix: str, o
 
         remove = add_listener(on_event)
         try:
-            with using(pool) if pool else nullcontext():
+            with using(pool):
                 state = convert_batch(**params, return_state=True)
         finally:
             remove()

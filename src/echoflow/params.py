@@ -47,8 +47,10 @@ def sonar_models() -> dict[str, bool]:
         pass
     workers = current_workers()
     models = workers.run(_sonar_models_here) if workers else _sonar_models_here()
+    if not cache.parent.parent.is_dir():
+        return models  # never create ECHOFLOW_HOME just for a cache (a dry run writes nothing)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.parent.mkdir(exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(models))
         os.replace(tmp, cache)  # readers never see a half-written table

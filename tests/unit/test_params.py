@@ -38,9 +38,13 @@ def test_model_table_is_cached_per_echopype_version(tmp_path, monkeypatch):
 
     from echoflow import params
 
-    monkeypatch.setenv("ECHOFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("ECHOFLOW_HOME", str(tmp_path / "absent"))
     params.sonar_models.cache_clear()
     try:
+        params.sonar_models()
+        assert not (tmp_path / "absent").exists()  # no home is created just for a cache
+        monkeypatch.setenv("ECHOFLOW_HOME", str(tmp_path))
+        params.sonar_models.cache_clear()
         first = params.sonar_models()
         [cached] = list((tmp_path / "cache").glob("sonar-models-echopype-*.json"))
         from importlib.metadata import version

@@ -16,8 +16,9 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    from echoflow.cli import fail  # late: cli imports this module while loading
+
+    fail(message, code)
 
 
 def _options(pairs: List[str], what: str) -> dict[str, Any]:
