@@ -25,6 +25,11 @@ from echoflow.errors import EchoflowError
 
 STARTUP_TIMEOUT = float(os.environ.get("ECHOFLOW_SERVER_STARTUP_TIMEOUT", "120"))
 
+# This API records the runs of one machine's CLI: schedules, work pools and automations
+# belong to a shared server, and their loops would only take CPU from conversions.
+QUIET_SERVICES = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+    "SCHEDULER", "LATE_RUNS", "FOREMAN", "TRIGGERS", "PAUSE_EXPIRATIONS", "REPOSSESSOR")}
+
 
 def state_file(home: Path) -> Path:
     return home / "server.json"
@@ -78,7 +83,7 @@ def ensure(home: Path) -> str:
         proc = subprocess.Popen(
             [sys.executable, "-m", "echoflow.localserver", str(port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "PREFECT_API_URL": ""},
+            start_new_session=True, env={**os.environ, "PREFECT_API_URL": "", **QUIET_SERVICES},
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not healthy(url, timeout=0.5):

@@ -59,8 +59,9 @@ class Workers:
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         pool = self._get()
-        future: Future = pool.submit(fn, *args)
         try:
+            # submit() itself raises when another thread's file already broke the pool
+            future: Future = pool.submit(fn, *args)
             return future.result()
         except BrokenProcessPool:
             with self._lock:
@@ -68,6 +69,13 @@ class Workers:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
             raise TransientIOError("a worker process died during the conversion (out of memory?)") from None
+
+    def release(self) -> None:
+        """Let the processes exit now, while the caller wraps up; a later run() starts new ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def __enter__(self) -> "Workers":
         self._get()

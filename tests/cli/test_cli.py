@@ -144,3 +144,28 @@ def test_embedded_default_needs_no_server(tmp_path):
                                                              capture_output=True, text=True).stdout
     finally:
         subprocess.run([exe, "server", "stop"], env=env, capture_output=True)
+
+
+def test_everything_the_run_reported_reaches_the_api(run_cli, tmp_path):
+    """The CLI skips interpreter teardown at exit; its run's logs, task runs and summary
+    must all have reached the API by then."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    from prefect_api import artifacts, flow_run_logs, task_runs
+
+    raws = ek60_copies(tmp_path / "raw", 3)
+    out = tmp_path / "out"
+    proc = run_cli("convert", *map(str, raws), "-m", "EK60", "-o", str(out), "-f", "zarr", "-j", "2")
+    assert proc.returncode == 0, proc.stderr
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["convert-batch"])))
+    [run] = [r for r in runs if r.parameters.get("output_prefix") == str(out)]
+    assert run.state.is_completed()
+    tasks = task_runs(run.id, expect=3)
+    assert sorted(t.state.name for t in tasks) == ["Completed"] * 3
+    logs = flow_run_logs(run.id)
+    for raw in raws:
+        assert any(m.startswith(f"converted {raw}") for m in logs), logs
+    assert any(m.startswith("Finished in state Completed") for m in logs), logs
+    assert [a.key for a in artifacts(run.id)] == ["echoflow-summary"]

@@ -22,3 +22,25 @@ def test_runs_in_other_processes_and_survives_a_dead_worker():
             workers.run(die)
         assert is_transient(info.value)  # so Prefect's retry resubmits the file
         assert workers.run(pid) not in (os.getpid(), None)  # a fresh pool took over
+
+
+def test_a_file_sent_after_the_pool_broke_is_retryable():
+    """Another file's worker died while this one waited: submit() itself fails then."""
+    import signal
+    import time
+
+    with Workers(1) as workers:
+        os.kill(workers.run(pid), signal.SIGKILL)
+        time.sleep(1.5)  # the pool notices the death before the next file arrives
+        with pytest.raises(TransientIOError, match="worker process died"):
+            workers.run(pid)
+        assert workers.run(pid) != os.getpid()
+
+
+def test_release_lets_workers_go_and_a_later_run_starts_new_ones():
+    workers = Workers(1)
+    with workers:
+        first = workers.run(pid)
+        workers.release()
+        second = workers.run(pid)
+    assert first != second and os.getpid() not in (first, second)

@@ -79,8 +79,10 @@ def run_files(todo: list[ConvertRequest], workers: int) -> list[FileResult]:
             record(req, _Now(convert_file, req))
         return results
     # A pool the caller started early (the CLI does, to overlap its start-up) is reused.
+    # Twice as many task threads as processes keep a file queued for every process, so
+    # none waits on Prefect's bookkeeping between files.
     with (nullcontext(given) if given else Workers(workers)) as pool, using(pool), \
-            ThreadPoolTaskRunner(max_workers=max(workers, pool.count)) as runner:
+            ThreadPoolTaskRunner(max_workers=2 * max(workers, pool.count)) as runner:
         futures = {runner.submit(convert_file, {"req": r}): r for r in todo}
         for fut in as_completed(list(futures)):
             record(futures[fut], fut)

@@ -114,14 +114,14 @@ def run(
     except EchoflowError as exc:
         _fail(one_line(exc))
 
-    from echoflow.home import use_embedded_default
+    from echoflow.home import foreground_run, use_embedded_default
 
     where = use_embedded_default(quiet=not verbose)
     if not verbose:
         _quiet()
     from echoflow.recipes.flow import run_recipe
 
-    with err.status(f"running recipe {rec.name}"):
+    with err.status(f"running recipe {rec.name}"), foreground_run():
         state = run_recipe(recipe=recipe, storage_options=opts, overwrite=overwrite, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
