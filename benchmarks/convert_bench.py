@@ -57,7 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--format", choices=("zarr", "netcdf"), default="zarr")
-    ap.add_argument("--repeat", type=int, default=3,
+    ap.add_argument("--repeat", type=int, default=5,
                     help="rounds of the timed variants, interleaved; the fastest round counts "
                          "(other work on a shared machine only ever adds time)")
     args = ap.parse_args()

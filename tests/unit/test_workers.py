@@ -44,3 +44,18 @@ def test_release_lets_workers_go_and_a_later_run_starts_new_ones():
         workers.release()
         second = workers.run(pid)
     assert first != second and os.getpid() not in (first, second)
+
+
+def frozen_objects() -> int:
+    import gc
+
+    from echoflow._echopype import load
+
+    load()
+    return gc.get_freeze_count()
+
+
+def test_a_worker_freezes_echopypes_import_out_of_the_collector():
+    """Otherwise the gc.collect() after each file walks ~165k import-time objects."""
+    with Workers(1) as workers:
+        assert workers.run(frozen_objects) > 100_000
