@@ -293,6 +293,9 @@ def main() -> None:
     except SystemExit as exc:
         status[0] = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         raise
+    except KeyboardInterrupt:
+        status[0] = 130  # what a shell reports for Ctrl-C
+        raise
     except EchoflowError as exc:
         status[0] = 2
         err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False)

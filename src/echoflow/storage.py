@@ -146,6 +146,50 @@ def read_marker(output: str, options: dict[str, Any] | None) -> dict[str, Any] |
         raise io_error(exc, output, "checking for an existing output") from exc
 
 
+def complete_outputs(prefix: str, outputs: list[str], options: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The completion records of those `outputs` (each directly under `prefix`) that are
+    complete, for a whole cruise at once: one listing of the prefix instead of an existence
+    check per output, then only the markers of listed outputs, read in one batch."""
+    fs, root = filesystem(prefix, options)
+    fs.invalidate_cache(root.rstrip("/"))  # s3fs caches listings; other processes wrote since
+    try:
+        listed = {str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root.rstrip("/"), detail=False)}
+    except FileNotFoundError:
+        return {}
+    except Exception as exc:
+        raise io_error(exc, prefix, "listing existing outputs") from exc
+    candidates = {}
+    for out in outputs:
+        name = out.rstrip("/").rsplit("/", 1)[-1]
+        if name in listed and name + MARKER_SUFFIX in listed:
+            candidates[marker_url(filesystem(out, options)[1])] = out
+    if not candidates:
+        return {}
+    try:
+        texts = fs.cat(list(candidates), on_error="return")
+    except Exception as exc:
+        raise io_error(exc, prefix, "reading completion markers") from exc
+    records = {}
+    for marker, text in texts.items():
+        if isinstance(text, BaseException):
+            continue  # vanished since the listing: not complete
+        try:
+            records[candidates[_same_key(marker, candidates)]] = json.loads(text)
+        except (ValueError, KeyError):
+            continue  # a torn marker is no marker
+    return records
+
+
+def _same_key(returned: str, asked: dict[str, str]) -> str:
+    """fsspec's cat() may return keys without the protocol the caller used."""
+    if returned in asked:
+        return returned
+    for key in asked:
+        if key.split("://", 1)[-1] == returned.split("://", 1)[-1]:
+            return key
+    raise KeyError(returned)
+
+
 # -- fetching and committing --------------------------------------------------------
 
 
@@ -215,7 +259,10 @@ def commit(staged: Path, output: str, options: dict[str, Any] | None, record: di
         if is_remote(output):
             _remove(fs, path)
             if staged.is_dir():
-                fs.put(str(staged), path, recursive=True)
+                # Explicit file and key lists: a recursive put checks every key with a HEAD
+                # first, which doubles the requests of a zarr's ~150 objects.
+                files = sorted(p for p in staged.rglob("*") if p.is_file())
+                fs.put([str(p) for p in files], [f"{path}/{p.relative_to(staged).as_posix()}" for p in files])
             else:
                 fs.put_file(str(staged), path)
         else:

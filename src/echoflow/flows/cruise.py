@@ -108,8 +108,10 @@ def convert_cruise(
     storage.check_writable(req.output_prefix, req.output_storage_options)
     todo, rejected = plan(req)
     skipped, pending = [], []
+    complete = {} if req.overwrite else storage.complete_outputs(
+        req.output_prefix, [convert.resolve_output(r) for r in todo], req.output_storage_options)
     for r in todo:
-        done = convert.existing(r)
+        done = complete.get(convert.resolve_output(r))
         if done is None:
             pending.append(r)
         else:
