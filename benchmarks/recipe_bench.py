@@ -97,7 +97,7 @@ def main() -> int:
         from prefect import flow
 
         from echoflow._echopype import load
-        from echoflow.flows.common import available_cpus
+        from echoflow.workers import available_cpus
         from echoflow.recipes.flow import run_recipe
 
         load()  # both sides start with echopype imported

@@ -91,12 +91,12 @@ def convert(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs"),
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
+    from echoflow.storage import is_glob, is_manifest
     from echoflow.workers import Workers, available_cpus
 
     # echopype takes seconds to import: worker processes load it while this process starts
     # Prefect, so this process never imports it.
-    many = len(sources) > 1 or any(set(s) & set("*?[@") or s.endswith((".txt", ".lst", ".manifest"))
-                                   for s in sources)
+    many = len(sources) > 1 or any(is_glob(s) or is_manifest(s) for s in sources)
     pool = Workers(concurrency or available_cpus() if many else 1)
     pool.__enter__()
     try:

@@ -26,8 +26,9 @@ def _sonar_models_here() -> dict[str, bool]:
 def _cache_file() -> Path:
     from importlib.metadata import version
 
-    home = Path(os.environ.get("ECHOFLOW_HOME") or "~/.echoflow").expanduser()
-    return home / "cache" / f"sonar-models-echopype-{version('echopype')}.json"
+    from echoflow.home import echoflow_home
+
+    return echoflow_home() / "cache" / f"sonar-models-echopype-{version('echopype')}.json"
 
 
 @lru_cache

@@ -16,11 +16,11 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-import fsspec
-from fsspec.core import url_to_fs
+if TYPE_CHECKING:
+    import fsspec
 
 from echoflow.errors import AccessDenied, InputNotFound, OutputError, ParameterError, TransientIOError
 
@@ -30,6 +30,8 @@ GLOB_CHARS = set("*?[")
 
 
 def filesystem(url: str, options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    from fsspec.core import url_to_fs  # here, not at import: the CLI reads this module first
+
     try:
         return url_to_fs(url, **(options or {}))
     except (ImportError, ValueError) as exc:
@@ -88,6 +90,8 @@ def _join(base_dir: str, entry: str) -> str:
 def read_manifest(url: str, options: dict[str, Any] | None) -> list[str]:
     """Lines of a text manifest: one URL or path per line, '#' comments; relative to the manifest."""
     try:
+        import fsspec
+
         with fsspec.open(url, "rt", **(options or {})) as f:
             lines = f.read().splitlines()
     except Exception as exc:
@@ -97,13 +101,21 @@ def read_manifest(url: str, options: dict[str, Any] | None) -> list[str]:
     return [_join(base, e) for e in entries if e and not e.startswith("#")]
 
 
+def is_manifest(src: str) -> bool:
+    return src.startswith("@") or src.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def is_glob(src: str) -> bool:
+    return bool(GLOB_CHARS & set(src.split("://", 1)[-1]))
+
+
 def expand_sources(sources: list[str], options: dict[str, Any] | None) -> list[str]:
     """Explicit URLs stay as given (a missing one fails its own file); globs and manifests expand."""
     out: list[str] = []
     for src in sources:
-        if src.startswith("@") or src.lower().endswith(MANIFEST_SUFFIXES):
+        if is_manifest(src):
             out.extend(expand_sources(read_manifest(src.lstrip("@"), options), options))
-        elif GLOB_CHARS & set(src.split("://", 1)[-1]):
+        elif is_glob(src):
             fs, path = filesystem(src, options)
             try:
                 found = sorted(fs.glob(path))
@@ -151,43 +163,34 @@ def complete_outputs(prefix: str, outputs: list[str], options: dict[str, Any] | 
     complete, for a whole cruise at once: one listing of the prefix instead of an existence
     check per output, then only the markers of listed outputs, read in one batch."""
     fs, root = filesystem(prefix, options)
-    fs.invalidate_cache(root.rstrip("/"))  # s3fs caches listings; other processes wrote since
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)  # s3fs caches listings; other processes wrote since
     try:
-        listed = {str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root.rstrip("/"), detail=False)}
+        listed = {str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
     except FileNotFoundError:
         return {}
     except Exception as exc:
         raise io_error(exc, prefix, "listing existing outputs") from exc
-    candidates = {}
+    markers = {}
     for out in outputs:
         name = out.rstrip("/").rsplit("/", 1)[-1]
         if name in listed and name + MARKER_SUFFIX in listed:
-            candidates[marker_url(filesystem(out, options)[1])] = out
-    if not candidates:
+            markers[marker_url(f"{root}/{name}")] = out
+    if not markers:
         return {}
     try:
-        texts = fs.cat(list(candidates), on_error="return")
+        texts = fs.cat(list(markers), on_error="return")
     except Exception as exc:
         raise io_error(exc, prefix, "reading completion markers") from exc
     records = {}
     for marker, text in texts.items():
-        if isinstance(text, BaseException):
+        if marker not in markers or isinstance(text, BaseException):
             continue  # vanished since the listing: not complete
         try:
-            records[candidates[_same_key(marker, candidates)]] = json.loads(text)
-        except (ValueError, KeyError):
+            records[markers[marker]] = json.loads(text)
+        except ValueError:
             continue  # a torn marker is no marker
     return records
-
-
-def _same_key(returned: str, asked: dict[str, str]) -> str:
-    """fsspec's cat() may return keys without the protocol the caller used."""
-    if returned in asked:
-        return returned
-    for key in asked:
-        if key.split("://", 1)[-1] == returned.split("://", 1)[-1]:
-            return key
-    raise KeyError(returned)
 
 
 # -- fetching and committing --------------------------------------------------------

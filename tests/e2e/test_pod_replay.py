@@ -66,6 +66,15 @@ def _explain(worker: replay.Worker) -> str:
     return "\n".join(lines + [f"worker errors: {worker.errors!r}"])
 
 
+def _run_jobs(cluster: dict, ids: list, timeout: float) -> tuple[dict, replay.Worker, str]:
+    """Run the pool's worker until these flow runs end: (runs, worker, explanation)."""
+    with replay.Worker(cluster["pool"], cluster["secrets"], node=cluster["node"]) as worker:
+        runs = steps.wait(ids, timeout=timeout)
+    why = _explain(worker)
+    assert not worker.errors, why
+    return runs, worker, why
+
+
 def _states(flow_run_id) -> list:
     from prefect.client.orchestration import get_client
 
@@ -202,10 +211,7 @@ def test_batch_runs_as_kubernetes_jobs(cluster, samples, s3_options, s3_env, tmp
         "sources": samples["azfp"], "sonar_model": "AZFP", "xml_path": samples["azfp_xml"],
         "output_prefix": azfp_out, "output_type": "netcdf"})).stdout.strip().splitlines()[-1]
 
-    with replay.Worker(cluster["pool"], cluster["secrets"], node=cluster["node"]) as worker:
-        runs = steps.wait([ek60_id, azfp_id], timeout=600)
-    why = _explain(worker)
-    assert not worker.errors, why
+    runs, worker, why = _run_jobs(cluster, [ek60_id, azfp_id], timeout=600)
     assert {str(fid): run.state_name for fid, run in runs.items()} == {str(ek60_id): "Completed", azfp_id: "Completed"}, why
 
     # One Job per run, the chart's pod, run by the image's own command.
@@ -257,10 +263,8 @@ def test_cruise_fans_out_child_jobs_within_the_pool_limit(cluster, s3_options, d
               "files_per_job": 1, "concurrency": 1, "poll_seconds": 2}
 
     parent = steps.trigger("convert-cruise/echoflow", params)
-    with replay.Worker(cluster["pool"], cluster["secrets"], node=cluster["node"]) as worker:
-        run = steps.wait([parent], timeout=700)[parent]
-    why = _explain(worker)
-    assert not worker.errors, why
+    runs, worker, why = _run_jobs(cluster, [parent], timeout=700)
+    run = runs[parent]
     assert run.state_name == "PartiallyFailed", why
 
     children = steps.child_runs(parent)
@@ -303,10 +307,8 @@ def test_cruise_fans_out_child_jobs_within_the_pool_limit(cluster, s3_options, d
     # Re-run after the file is fixed: only that file goes out again, as one child Job.
     steps.upload([EK60_RAW], raw, s3_options, [corrupt_file.name])
     again = steps.trigger("convert-cruise/echoflow", params)
-    with replay.Worker(cluster["pool"], cluster["secrets"], node=cluster["node"]) as worker:
-        run = steps.wait([again], timeout=400)[again]
-    why = _explain(worker)
-    assert not worker.errors, why
+    runs, worker, why = _run_jobs(cluster, [again], timeout=400)
+    run = runs[again]
     assert run.state_name == "Completed", why
     children = steps.child_runs(again)
     assert [c.parameters["sources"] for c in children] == [[corrupt]]

@@ -21,10 +21,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from echoflow import convert, storage
 from echoflow.errors import one_line
-from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, available_cpus, emit, retry_transient
+from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, emit, retry_transient
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
-from echoflow.workers import Workers, current_workers, using
+from echoflow.workers import Workers, available_cpus, current_workers, using
 
 
 @task(name="Convert File", task_run_name="convert {req.raw_file}", cache_policy=NO_CACHE,

@@ -10,7 +10,6 @@ from prefect.tasks import exponential_backoff
 
 from echoflow.errors import is_transient
 from echoflow.report import FileResult
-from echoflow.workers import available_cpus  # noqa: F401 - re-exported for the flows
 
 RETRIES = 3
 RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2, 4, 8 s (+ jitter)

@@ -23,12 +23,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from echoflow import quicklook, storage
 from echoflow.errors import one_line
 from echoflow.flows import batch
-from echoflow.flows.common import (RETRIES, RETRY_DELAYS, available_cpus, retry_transient, run_logger,
-                                   warn_on_credentials)
+from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
 from echoflow.params import ConvertRequest
 from echoflow.recipes.load import load_recipe, with_env_options
 from echoflow.recipes.plan import Job, Plan, is_complete, make_plan
 from echoflow.recipes.stages import StageResult, run_job
+from echoflow.workers import available_cpus
 
 QUICKLOOK_STAGES = ("compute_Sv", "compute_MVBS")
 
