@@ -22,7 +22,7 @@ CA_BUNDLE ?=
 CHART_DIR := charts/echoflow
 CHART_REPO ?=
 KIND_CLUSTER ?= echoflow
-DATA ?= ../shared/data
+DATA ?= data
 OUT ?= out
 export IMAGE IMAGE_REPO IMAGE_TAG VERSION REVISION BASE_IMAGE CA_BUNDLE KIND_CLUSTER CHART_REPO
 
@@ -41,7 +41,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed ## Create .venv with the pinned dependency set (constraints.txt)
 
 .PHONY: demo
-demo: install ## Convert the sample EK60 and AZFP files in ../shared/data into ./out (no server needed)
+demo: install ## Convert the sample EK60 and AZFP files in data/ into ./out (no server needed)
 	$(BIN)/echoflow convert $(DATA)/ek60/*.raw --sonar-model EK60 --out $(OUT)/ek60 --format zarr
 	$(BIN)/echoflow convert $(DATA)/azfp/*.01A --sonar-model AZFP --xml $(DATA)/azfp/17030815.XML --out $(OUT)/azfp --format netcdf
 

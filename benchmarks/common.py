@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA") or REPO / "data")
 EK60 = DATA / "ek60" / "DY1801_EK60-D20180211-T164025.raw"
 BIN = Path(sys.executable).parent
 

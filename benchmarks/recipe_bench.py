@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA") or REPO / "data")
 SAMPLE = DATA / "ek60" / "DY1801_EK60-D20180211-T164025.raw"
 RANGE_BIN, PING_TIME_BIN = "20m", "20s"
 

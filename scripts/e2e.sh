@@ -8,7 +8,7 @@
 # Idempotent: reuses the cluster when it exists (scripts/kind.sh up), upgrades the release,
 # and writes each run's files under a fresh prefix. Cleanup deletes the cluster when this
 # script created it, else only the namespace. Needs kind, Docker, helm and kubectl (HELM /
-# KUBECTL from the Makefile) and the sample data in $DATA (default ../shared/data).
+# KUBECTL from the Makefile) and the sample data in $DATA (default data/).
 # The steps shared with the Docker-only test (tests/e2e/test_pod_replay.py) are
 # scripts/e2e_steps.py: upload, trigger, wait, verify.
 set -Eeuo pipefail
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 KIND_CLUSTER="${KIND_CLUSTER:-echoflow}"
 NS="${NS:-echoflow}"
 RELEASE="${RELEASE:-echoflow}"
-DATA="${DATA:-../shared/data}"
+DATA="${DATA:-data}"
 HELM="${HELM:-$(command -v helm || echo .tools/helm)}"
 KUBECTL="${KUBECTL:-$(command -v kubectl || echo .tools/kubectl)}"
 PY=.venv/bin/python

@@ -3,7 +3,7 @@
 tests/e2e/test_pod_replay.py (Docker, no cluster): upload the samples to S3, trigger a
 deployment, wait for flow runs, check every output opens with echopype.
 
-    e2e_steps.py upload-samples --data ../shared/data --dest s3://raw/e2e [--ek60-copies 3]
+    e2e_steps.py upload-samples --data data --dest s3://raw/e2e [--ek60-copies 3]
     e2e_steps.py trigger convert-batch/echoflow --params '{"sources": [...], ...}'
     e2e_steps.py wait <flow-run-id>... [--timeout 900] [--expect Completed]
     e2e_steps.py children <flow-run-id>
@@ -213,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("upload-samples", help="upload the sample files (EK60 copies, AZFP + XML) to S3")
-    p.add_argument("--data", type=Path, required=True, help="folder with ek60/ and azfp/ (../shared/data)")
+    p.add_argument("--data", type=Path, required=True, help="folder with ek60/ and azfp/ (data/)")
     p.add_argument("--dest", required=True, help="S3 prefix, e.g. s3://raw/e2e")
     p.add_argument("--ek60-copies", type=int, default=3)
 

@@ -49,7 +49,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    assert EK60_RAW.exists(), f"sample data missing: {DATA} (see ../shared/data/README.md)"
+    assert EK60_RAW.exists(), f"sample data missing: {DATA} (see data/README.md)"
     return DATA
 
 

@@ -1,10 +1,10 @@
-"""Where the real sample files are (../shared/data, or ECHOFLOW_TEST_DATA)."""
+"""Where the real sample files are (data/ in the repo, or ECHOFLOW_TEST_DATA)."""
 
 import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA") or REPO / "data")
 EK60_RAW = DATA / "ek60" / "DY1801_EK60-D20180211-T164025.raw"
 AZFP_RAW = DATA / "azfp" / "17031001.01A"
 AZFP_XML = DATA / "azfp" / "17030815.XML"

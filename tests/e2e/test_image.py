@@ -15,7 +15,7 @@ from e2e_docker import docker
 
 pytestmark = pytest.mark.docker
 
-DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
+DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA") or Path(__file__).resolve().parents[2] / "data")
 EK60_REL = "ek60/DY1801_EK60-D20180211-T164025.raw"
 
 # How the chart runs the Job's container, as far as `docker run` can say it.
@@ -129,7 +129,7 @@ def test_ca_bundle_not_in_image(echoflow_image):
 @pytest.fixture(scope="module")
 def ek60_raw() -> Path:
     raw = DATA / EK60_REL
-    assert raw.is_file(), f"sample data missing: {raw} (set ECHOFLOW_TEST_DATA or see ../shared/data)"
+    assert raw.is_file(), f"sample data missing: {raw} (set ECHOFLOW_TEST_DATA or see data/README.md)"
     return raw
 
 
