@@ -10,7 +10,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from echoflow import __version__, integrity, storage
 from echoflow._echopype import load
@@ -86,30 +86,25 @@ def _name_true_sources(ds: Any, fetched: dict[Optional[str], Optional[str]]) -> 
         ds[name] = ds[name].copy(data=values)
 
 
-def save(ed: "EchoData", req: ConvertRequest, workdir: Path) -> tuple[str, int]:
-    """Write the converted data beside its destination, commit it, return (output, bytes)."""
-    output = resolve_output(req)
-    staged = storage.staging_path(output, workdir)
+def save(ed: "EchoData", req: ConvertRequest, writer: storage.OutputWriter) -> tuple[str, int]:
+    """Write the converted data to the writer's staging path and commit it; (output, bytes)."""
+    output = writer.output
     try:
         with warnings.catch_warnings():
             # zarr 3 warns on every string array echopype writes; nothing a user can act on.
             warnings.filterwarnings("ignore", module=r"zarr\..*")
             if req.output_type == "zarr":
-                ed.to_zarr(str(staged), overwrite=True)
+                ed.to_zarr(str(writer.staged), overwrite=True)
             else:
-                ed.to_netcdf(str(staged), overwrite=True)
+                ed.to_netcdf(str(writer.staged), overwrite=True)
     except Exception as exc:
-        storage.discard(staged)
+        storage.discard(writer.staged)
         raise storage.io_error(exc, output, "writing the converted data") from exc
-    nbytes = storage.size_of(staged)
     record = {**{k.removeprefix("echoflow_"): v for k, v in ed["Provenance"].attrs.items()
                  if k.startswith("echoflow_")},
-              "output": storage.public_url(output), "output_type": req.output_type, "bytes": nbytes}
-    try:
-        storage.commit(staged, output, req.output_storage_options, record)
-    finally:
-        storage.discard(staged)
-    return output, nbytes
+              "output": storage.public_url(output), "output_type": req.output_type}
+    marker = writer.commit(record)
+    return output, marker["bytes"]
 
 
 def existing(req: ConvertRequest) -> Optional[dict[str, Any]]:
@@ -119,21 +114,31 @@ def existing(req: ConvertRequest) -> Optional[dict[str, Any]]:
     return storage.read_marker(resolve_output(req), req.output_storage_options)
 
 
-def convert_file(req: ConvertRequest) -> FileResult:
-    """Convert one file end to end; errors are raised, not swallowed (the caller records them)."""
+def convert_file(req: ConvertRequest, on_wait: Optional[Callable[[str], None]] = None) -> FileResult:
+    """Convert one file end to end as the output's only writer; errors are raised, not
+    swallowed (the caller records them). A complete output is skipped; one that another
+    writer is producing is waited for, then skipped when that writer completed it."""
     start = time.perf_counter()
+    source = storage.public_url(req.raw_file)
+    output = resolve_output(req)
+
+    def skipped(record: dict[str, Any], note: Optional[str] = None) -> FileResult:
+        return FileResult(source=source, status="skipped", output=storage.public_url(output),
+                          bytes=record.get("bytes"), seconds=round(time.perf_counter() - start, 3), note=note)
+
     done = existing(req)
     if done is not None:
-        return FileResult(source=storage.public_url(req.raw_file), status="skipped",
-                          output=storage.public_url(resolve_output(req)), bytes=done.get("bytes"),
-                          seconds=round(time.perf_counter() - start, 3))
-    with storage.scratch_dir() as workdir:
+        return skipped(done)
+    with storage.scratch_dir() as workdir, \
+            storage.OutputWriter(output, req.output_storage_options, workdir, req.overwrite, on_wait) as writer:
+        if writer.existing is not None:
+            return skipped(writer.existing, f"completed meanwhile by {writer.waited_for or 'another writer'}")
         ed = open_raw(req, workdir)
         try:
-            output, nbytes = save(ed, req, workdir)
+            output, nbytes = save(ed, req, writer)
         finally:
             del ed
             gc.collect()  # EchoData holds large arrays; free them before the next file
-    return FileResult(source=storage.public_url(req.raw_file), status="converted",
-                      output=storage.public_url(output), bytes=nbytes,
-                      seconds=round(time.perf_counter() - start, 3))
+    note = f"waited for {writer.waited_for}" if writer.waited_for else None
+    return FileResult(source=source, status="converted", output=storage.public_url(output), bytes=nbytes,
+                      seconds=round(time.perf_counter() - start, 3), note=note)

@@ -33,6 +33,14 @@ class OutputError(EchoflowError):
     """The converted output could not be written."""
 
 
+class OutputBusy(EchoflowError):
+    """Another live writer holds the output's lock for longer than this writer may wait."""
+
+
+class FileCancelled(EchoflowError):
+    """The run was stopped (SIGTERM/SIGINT) before this file finished; nothing was committed."""
+
+
 class TransientIOError(EchoflowError):
     """A network or storage hiccup; the operation may succeed when retried."""
 

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel
 
-Status = Literal["converted", "skipped", "failed"]
+Status = Literal["converted", "skipped", "failed", "cancelled"]
 
 
 class FileResult(BaseModel):
@@ -16,10 +16,12 @@ class FileResult(BaseModel):
     bytes: Optional[int] = None
     seconds: Optional[float] = None
     error: Optional[str] = None
+    note: Optional[str] = None  # e.g. waited for or completed by another writer
 
 
 class Summary(BaseModel):
     files: list[FileResult]
+    stopped: Optional[int] = None  # the signal that stopped the run, if one did
 
     def count(self, status: Status) -> int:
         return sum(f.status == status for f in self.files)
@@ -30,11 +32,12 @@ class Summary(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and self.count("cancelled") == 0
 
     def headline(self) -> str:
         return (f"{len(self.files)} files: {self.count('converted')} converted, "
-                f"{self.count('skipped')} skipped (already complete), {self.failed} failed")
+                f"{self.count('skipped')} skipped (already complete), {self.failed} failed"
+                + (f", {self.count('cancelled')} cancelled" if self.count("cancelled") else ""))
 
     def table(self) -> list[dict]:
         return [f.model_dump() for f in self.files]

@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextvars
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
-from echoflow.errors import TransientIOError
+from echoflow.errors import FileCancelled, TransientIOError
 
 T = TypeVar("T")
 _current: contextvars.ContextVar[Optional["Workers"]] = contextvars.ContextVar("echoflow_workers", default=None)
@@ -36,7 +38,29 @@ def available_cpus() -> int:
     return max(1, n)
 
 
+PARENT_POLL_SECONDS = 0.5
+
+
+def _abort_file(signum: int, frame: Any) -> None:
+    raise FileCancelled("stopped before this file finished; nothing was committed (run again to convert it)")
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent is gone, however it died (SIGKILL included): a worker's parent
+    changes when it is re-parented. Its output lock dies with it; its staging is swept by
+    the output's next writer."""
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _warm() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides what stops, and asks a
+    # worker to abort its file with SIGTERM, which unwinds it (staging removed, lock freed).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _abort_file)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="echoflow-parent").start()
     from echoflow._echopype import load
 
     load()
@@ -69,6 +93,33 @@ class Workers:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
             raise TransientIOError("a worker process died during the conversion (out of memory?)") from None
+
+    def abort(self, kill_after: float = 5.0) -> None:
+        """Ask every worker to abort its file (SIGTERM: the file unwinds and cleans up), and
+        kill those still alive `kill_after` seconds later. A later run() starts new ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # The executor has no public way to signal its processes.
+        procs = list(getattr(pool, "_processes", {}).values())
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+        def reap() -> None:
+            deadline = time.monotonic() + kill_after
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+        threading.Thread(target=reap, daemon=True, name="echoflow-reaper").start()
+
+    def pids(self) -> list[int]:
+        pool = self._pool
+        return [p.pid for p in getattr(pool, "_processes", {}).values()] if pool else []
 
     def release(self) -> None:
         """Let the processes exit now, while the caller wraps up; a later run() starts new ones."""

@@ -11,35 +11,48 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, Optional
 
-from prefect import flow, task
+from prefect import task
 from prefect.context import FlowRunContext
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect.states import Completed, Failed, State
+from prefect.futures import wait
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from echoflow import convert, storage
-from echoflow.errors import one_line
+from echoflow.errors import FileCancelled, TransientIOError, one_line
 from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, emit, retry_transient
+from echoflow.flows.runs import batch_run_name, echoflow_flow, file_task_name
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
+from echoflow.stopping import Stop, on_signals
 from echoflow.workers import Workers, available_cpus, current_workers, using
 
 
-@task(name="Convert File", task_run_name="convert {req.raw_file}", cache_policy=NO_CACHE,
+@task(name="Convert File", task_run_name=file_task_name, cache_policy=NO_CACHE,
       retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def convert_file(req: ConvertRequest) -> FileResult:
+def convert_file(req: ConvertRequest, stop: Optional[Stop] = None) -> FileResult:
     log = run_logger()
+    if stop is not None and stop.is_set():
+        raise FileCancelled(f"not started: the run was stopped ({stop.name}); run again to convert it")
     workers = current_workers()
-    result = workers.run(convert.convert_file, req) if workers else convert.convert_file(req)
+    try:
+        result = workers.run(convert.convert_file, req) if workers else convert.convert_file(req)
+    except TransientIOError:
+        if stop is not None and stop.is_set():  # its worker was stopped, not a hiccup to retry
+            raise FileCancelled(f"aborted: the run was stopped ({stop.name}) and the file did not finish "
+                                f"within {stop.grace:.0f} s; nothing was committed, run again to convert it") from None
+        raise
+    if result.note:
+        log.info("%s: %s", storage.shown(req.raw_file), result.note)
     log.info("%s %s -> %s (%s bytes, %.1f s)", result.status, storage.shown(req.raw_file),
              result.output, result.bytes, result.seconds or 0)
     return result
 
 
 def plan(req: BatchRequest) -> tuple[list[ConvertRequest], list[FileResult]]:
-    """One request per source; sources whose output name collides with an earlier one fail."""
+    """One request per source (a file named twice is kept once); distinct sources whose
+    output names collide fail, with the naming rule, rather than overwrite each other."""
     ext = EXTENSIONS[req.output_type]
     todo: list[ConvertRequest] = []
     rejected: list[FileResult] = []
@@ -50,7 +63,8 @@ def plan(req: BatchRequest) -> tuple[list[ConvertRequest], list[FileResult]]:
             rejected.append(FileResult(
                 source=storage.public_url(src), status="failed",
                 error=f"{storage.shown(src)}: its output {out} would overwrite that of "
-                      f"{storage.shown(owner[out])}; give the files distinct names"))
+                      f"{storage.shown(owner[out])} (outputs are named after the file name without its "
+                      "suffix); convert files of the same name to different --out prefixes"))
             continue
         owner[out] = src
         todo.append(req.file_request(src, out))
@@ -58,54 +72,71 @@ def plan(req: BatchRequest) -> tuple[list[ConvertRequest], list[FileResult]]:
 
 
 def run_files(todo: list[ConvertRequest], workers: int) -> list[FileResult]:
-    """Run the file tasks; a failed file becomes a 'failed' record, never a lost result."""
-    results: list[FileResult] = []
-    order = {id(r): i for i, r in enumerate(todo)}
+    return run_stoppable(todo, workers)[0]
 
-    def record(req: ConvertRequest, future: Any) -> None:
+
+def run_stoppable(todo: list[ConvertRequest], workers: int) -> tuple[list[FileResult], Optional[Stop]]:
+    """Run the file tasks; a failed file becomes a 'failed' record, never a lost result.
+    On SIGTERM/SIGINT no new file starts; running ones get the grace period, then are
+    aborted cleanly (their workers unwind: staging removed, locks freed)."""
+    results: dict[int, FileResult] = {}
+
+    def record(i: int, req: ConvertRequest, get: Any) -> None:
         try:
-            res = future.result()
+            res = get()
+        except FileCancelled as exc:
+            res = FileResult(source=storage.public_url(req.raw_file), status="cancelled",
+                             output=storage.public_url(convert.resolve_output(req)), error=one_line(exc))
         except Exception as exc:  # noqa: BLE001 - every file's failure is reported, not raised
             res = FileResult(source=storage.public_url(req.raw_file), status="failed",
-                             output=storage.public_url(convert.resolve_output(req)),
-                             error=one_line(exc))
-        results.append(res)
+                             output=storage.public_url(convert.resolve_output(req)), error=one_line(exc))
+        results[i] = res
         emit("file", res)
 
     given = current_workers()
-    if not given and (workers <= 1 or len(todo) <= 1):
-        # In-process: no pool start-up cost for one file or one worker.
-        for req in todo:
-            record(req, _Now(convert_file, req))
-        return results
-    # A pool the caller started early (the CLI does, to overlap its start-up) is reused.
-    # Twice as many task threads as processes keep a file queued for every process, so
-    # none waits on Prefect's bookkeeping between files.
-    with (nullcontext(given) if given else Workers(workers)) as pool, using(pool), \
-            ThreadPoolTaskRunner(max_workers=2 * max(workers, pool.count)) as runner:
-        futures = {runner.submit(convert_file, {"req": r}): r for r in todo}
-        for fut in as_completed(list(futures)):
-            record(futures[fut], fut)
-    position = {storage.public_url(r.raw_file): order[id(r)] for r in todo}
-    return sorted(results, key=lambda r: position.get(r.source, len(todo)))
+    with on_signals() as stop:
+        if not given and (workers <= 1 or len(todo) <= 1):
+            # In-process: no pool start-up cost for one file or one worker (a stop lets
+            # the running file finish).
+            for i, req in enumerate(todo):
+                record(i, req, lambda: convert_file(req, stop))
+        else:
+            # A pool the caller started early (the CLI does, to overlap its start-up) is
+            # reused. Twice as many task threads as processes keep a file queued for every
+            # process, so none waits on Prefect's bookkeeping between files.
+            with (nullcontext(given) if given else Workers(workers)) as pool, using(pool), \
+                    ThreadPoolTaskRunner(max_workers=2 * max(workers, pool.count)) as runner:
+                futures = {runner.submit(convert_file, {"req": r, "stop": stop}): (i, r) for i, r in enumerate(todo)}
+                _gather(futures, pool, stop, record)
+    ordered = [results[i] for i in sorted(results)]
+    return ordered, (stop if stop.is_set() else None)
 
 
-class _Now:
-    """Runs a task in this process and exposes `.result()` like a future."""
+def _gather(futures: dict[Any, tuple[int, ConvertRequest]], pool: Workers, stop: Stop, record: Any) -> None:
+    pending = set(futures)
+    aborted = False
+    while pending:
+        done, pending = wait(list(pending), timeout=0.5)
+        for fut in done:
+            i, req = futures[fut]
+            record(i, req, fut.result)
+        if stop.is_set() and not aborted and stop.due():
+            run_logger().warning("stopping (%s): aborting %d running file(s) after the %.0f s grace period",
+                                 stop.name, len(pending), stop.grace)
+            pool.abort()
+            aborted = True
 
-    def __init__(self, fn: Any, req: ConvertRequest) -> None:
-        self._state = fn(req, return_state=True)
 
-    def result(self) -> FileResult:
-        return self._state.result()
-
-
-def finish(summary: Summary, title: str) -> State:
+def finish(summary: Summary, title: str, stop: Optional[Stop] = None) -> State:
     log = run_logger()
     if FlowRunContext.get() is not None:  # not while tracing a graph outside any run
         create_table_artifact(key="echoflow-summary", table=summary.table(),
                               description=f"{title}: {summary.headline()}")
     data = summary.model_dump()
+    if stop is not None:
+        message = f"stopped by {stop.name}: {summary.headline()}"
+        log.warning(message)
+        return Cancelled(message=message, data=data)
     if summary.ok:
         log.info(summary.headline())
         return Completed(message=summary.headline(), data=data)
@@ -117,7 +148,7 @@ def finish(summary: Summary, title: str) -> State:
     return Failed(name=name, message=summary.headline(), data=data)
 
 
-@flow(name="convert-batch", log_prints=True)
+@echoflow_flow(name="convert-batch", flow_run_name=batch_run_name, log_prints=True)
 def convert_batch(
     sources: list[str],
     sonar_model: str,
@@ -130,11 +161,21 @@ def convert_batch(
     input_storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated
     output_storage_options: dict[str, Any] = {},  # noqa: B006
 ) -> State:
-    """Convert many raw files (paths, s3:// or https:// URLs, globs, or text manifests ending
-    in .txt/.lst/.manifest or prefixed with '@') to `<output_prefix>/<stem>.nc|.zarr`.
+    """Convert many raw files to `<output_prefix>/<stem>.nc|.zarr`, one output per file.
 
-    `concurrency` is the number of worker processes (0: one per available CPU). Complete
-    outputs are skipped unless `overwrite`; the run fails, listing every file, when any fails.
+    Complete outputs are skipped unless `overwrite`; the run fails, listing every file, when any fails.
+
+    Args:
+        sources: Raw files: paths, s3:// or https:// URLs, globs, or text manifests (ending in .txt/.lst/.manifest or prefixed with '@').
+        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
+        output_prefix: Output folder or s3:// prefix; each output is <output_prefix>/<stem>.zarr or .nc.
+        output_type: zarr or netcdf.
+        xml_path: Instrument XML file (AZFP only).
+        convert_params: Extra keyword arguments for echopype's open_raw.
+        concurrency: Worker processes (0: one per available CPU).
+        overwrite: Reconvert outputs that are already complete.
+        input_storage_options: fsspec options for reading sources (no credentials: use the environment).
+        output_storage_options: fsspec options for writing outputs (no credentials: use the environment).
     """
     warn_on_credentials(input_storage_options, output_storage_options)
     req = BatchRequest(
@@ -151,5 +192,6 @@ def convert_batch(
     emit("total", len(todo) + len(rejected))
     for r in rejected:
         emit("file", r)
-    results = run_files(todo, workers)
-    return finish(Summary(files=rejected + results), "convert-batch")
+    results, stop = run_stoppable(todo, workers)
+    summary = Summary(files=rejected + results, stopped=stop.signum if stop else None)
+    return finish(summary, "convert-batch", stop)

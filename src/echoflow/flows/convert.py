@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from echoflow import convert, storage
 from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, retry_transient
+from echoflow.flows.runs import convert_run_name, echoflow_flow, short
 from echoflow.params import ConvertRequest, OutputType
 
 if TYPE_CHECKING:
     from echopype.echodata import EchoData
 
 
-@task(name="Open Raw File", cache_policy=NO_CACHE, retries=RETRIES,
+@task(name="Open Raw File", task_run_name=lambda parameters: f"open {short(parameters['req'].raw_file)}", cache_policy=NO_CACHE, retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def open_raw_file(req: ConvertRequest) -> "EchoData":
     log = run_logger()
@@ -28,19 +29,26 @@ def open_raw_file(req: ConvertRequest) -> "EchoData":
     return ed
 
 
-@task(name="Save Converted File", cache_policy=NO_CACHE, retries=RETRIES,
+@task(name="Save Converted File", task_run_name=lambda parameters: f"save {short(parameters['req'].raw_file)}",
+      cache_policy=NO_CACHE, retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def save_converted_file(ed: "EchoData", req: ConvertRequest) -> str:
     log = run_logger()
     log.info("Saving %s as %s to %s", storage.shown(req.raw_file), req.output_type,
              storage.shown(convert.resolve_output(req)))
-    with storage.scratch_dir() as workdir:
-        output, nbytes = convert.save(ed, req, workdir)
+    output = convert.resolve_output(req)
+    with storage.scratch_dir() as workdir, storage.OutputWriter(
+            output, req.output_storage_options, workdir, req.overwrite,
+            on_wait=lambda who: log.info("waiting for %s, which is writing %s", who, storage.shown(output))) as w:
+        if w.existing is not None:
+            log.info("%s was completed by %s meanwhile; kept", storage.shown(output), w.waited_for)
+            return output
+        output, nbytes = convert.save(ed, req, w)
     log.info("Saved %s (%d bytes)", storage.shown(output), nbytes)
     return output
 
 
-@flow(name="convert-raw-sonar", log_prints=True)
+@echoflow_flow(name="convert-raw-sonar", flow_run_name=convert_run_name, log_prints=True)
 def convert_raw_sonar(
     raw_file: str,
     sonar_model: str,
@@ -55,8 +63,18 @@ def convert_raw_sonar(
 ) -> str:
     """Convert one raw echosounder file with echopype; returns the converted file's path.
 
-    `output_path` names the output (ending in .nc / .zarr) or a folder / S3 prefix for it.
     A complete output is kept unless `overwrite` is set.
+
+    Args:
+        raw_file: The raw file: a path, s3:// or https:// URL.
+        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
+        xml_path: Instrument XML file (AZFP only).
+        convert_params: Extra keyword arguments for echopype's open_raw.
+        input_storage_options: fsspec options for reading the file (no credentials: use the environment).
+        output_path: The output (ending in .nc or .zarr), or a folder / s3:// prefix for it.
+        output_type: zarr or netcdf.
+        overwrite: Reconvert an output that is already complete.
+        output_storage_options: fsspec options for writing the output (no credentials: use the environment).
     """
     warn_on_credentials(input_storage_options, output_storage_options)
     req = ConvertRequest(

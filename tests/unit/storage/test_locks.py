@@ -1,0 +1,106 @@
+"""One writer per output: locks that a holder's death releases, leases that expire."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from echoflow import storage
+from echoflow.errors import OutputBusy, OutputError
+from echoflow.storage.locks import LocalLock, S3Lease
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from echoflow.storage.locks import LocalLock
+    lock = LocalLock(Path(sys.argv[1]), "holder")
+    lock.acquire(10)
+    print("held", flush=True)
+    time.sleep(60)
+""")
+
+
+def _holder(target: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_local_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
+    target = tmp_path / "f.zarr"
+    proc = _holder(target)
+    try:
+        waits: list[str] = []
+        with pytest.raises(OutputBusy, match="still being written by holder"):
+            LocalLock(target, "me").acquire(1, waits.append)
+        assert waits == ["holder"]
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+        proc.wait()
+        mine = LocalLock(target, "me")
+        mine.acquire(5)  # the kernel released the dead holder's lock
+        mine.release()
+        assert not (tmp_path / storage.STAGING_DIR).exists()
+    finally:
+        proc.kill()
+
+
+def test_local_lock_waiter_gets_it_when_released(tmp_path):
+    target = tmp_path / "f.nc"
+    first = LocalLock(target, "first")
+    first.acquire(1)
+    got = []
+
+    def second() -> None:
+        lock = LocalLock(target, "second")
+        lock.acquire(10)
+        got.append(time.monotonic())
+        lock.release()
+
+    t = threading.Thread(target=second)
+    t.start()
+    time.sleep(1)
+    assert not got
+    released = time.monotonic()
+    first.release()
+    t.join(10)
+    assert got and got[0] >= released
+
+
+def test_s3_lease_is_exclusive_expires_and_is_taken_over(s3_options, private_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHOFLOW_LEASE_SECONDS", "2")
+    fs, path = storage.filesystem(f"s3://{private_bucket}/lease-{tmp_path.name}/x.zarr", s3_options)
+    first = S3Lease(fs, path, "first")
+    first.acquire(1)
+    with pytest.raises(OutputBusy, match="first"):
+        S3Lease(fs, path, "second").acquire(1)
+    first._stop.set()  # the holder stops renewing (a frozen or dead writer)
+    time.sleep(2.5)
+    second = S3Lease(fs, path, "second")
+    second.acquire(5)  # expired: taken over with If-Match
+    assert first.still_held() is False and first.lost
+    second.release()
+    assert not fs.exists(path + storage.LOCK_SUFFIX)
+
+
+def test_writer_that_lost_its_lease_does_not_mark_complete(s3_options, private_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHOFLOW_LEASE_SECONDS", "2")
+    out = f"s3://{private_bucket}/lost-{tmp_path.name}/x.nc"
+    fs, path = storage.filesystem(out, s3_options)
+    with storage.OutputWriter(out, s3_options, tmp_path) as w:
+        w.lock._stop.set()
+        time.sleep(2.5)
+        thief = S3Lease(fs, path, "thief")
+        thief.acquire(5)
+        w.staged.write_bytes(b"data")
+        with pytest.raises(OutputError, match="lease expired"):
+            w.commit({})
+        thief.release()
+    assert storage.read_marker(out, s3_options) is None
