@@ -1,7 +1,10 @@
-"""The embedded default: with no Prefect API configured, runs use Prefect's ephemeral
-API on SQLite under ECHOFLOW_HOME (default ~/.echoflow), so nothing needs starting.
+"""Which Prefect API echoflow records runs on.
 
-Must run before `prefect` is imported: Prefect reads its settings at import time.
+Whatever the user configured for Prefect wins — the environment, the active profile
+(`prefect config set` writes there), `.env` / `prefect.toml` — as Prefect itself resolves
+it. Only when nothing is configured does echoflow use its embedded default: a local API
+on SQLite under ECHOFLOW_HOME (default ~/.echoflow), started on first use and shared by
+the CLI, scripts and notebooks.
 """
 
 from __future__ import annotations
@@ -9,38 +12,102 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
-_embedded = False
+import httpx
+from pydantic import BaseModel
+
+from echoflow.errors import EchoflowError
+
+
+class Api(BaseModel):
+    url: str
+    source: str  # where it was configured, for the one line that says which API is used
+    embedded: bool = False
+
+    def describe(self) -> str:
+        if not self.embedded:
+            return f"Prefect API {self.url} (from {self.source})"
+        if self.url.startswith("http"):
+            return f"local Prefect API {self.url}, UI {self.url.removesuffix('/api')} ({self.source})"
+        return f"{self.url} ({self.source})"
+
+
+_current: Optional[Api] = None
 
 
 def echoflow_home() -> Path:
     return Path(os.environ.get("ECHOFLOW_HOME") or "~/.echoflow").expanduser()
 
 
-def use_embedded_default(quiet: bool = True) -> str:
-    """Configure the environment; returns where runs are recorded (for messages)."""
-    env = os.environ
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if quiet:
-        # The CLI shows its own progress and summary; run logs still reach the API.
-        env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    if env.get("PREFECT_API_URL"):
-        return env["PREFECT_API_URL"]
-    if not env.get("PREFECT_HOME"):
+def configured_api() -> Optional[Api]:
+    """The API the user configured for Prefect, by Prefect's own settings resolution."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        return None
+    if os.environ.get("PREFECT_API_URL"):
+        return Api(url=url, source="PREFECT_API_URL")
+    from prefect.settings.profiles import load_current_profile
+
+    profile = load_current_profile()
+    if any(setting.name == "PREFECT_API_URL" for setting in profile.settings):
+        return Api(url=url, source=f"Prefect profile {profile.name!r}")
+    return Api(url=url, source="Prefect settings")
+
+
+def check_reachable(api: Api) -> None:
+    """One clear line instead of a client traceback when a configured API does not answer."""
+    try:
+        httpx.get(f"{api.url.rstrip('/')}/health", timeout=float(os.environ.get("ECHOFLOW_API_TIMEOUT", "5")))
+    except httpx.HTTPError as exc:  # any HTTP answer means something is there
+        raise EchoflowError(f"the Prefect API {api.url} (from {api.source}) is unreachable: "
+                            f"{type(exc).__name__}") from None
+
+
+def _refresh_prefect() -> None:
+    import sys
+
+    if "prefect.context" in sys.modules:  # settings are read once per process: re-read them
+        sys.modules["prefect.context"].refresh_global_settings_context()
+
+
+def connect(check: bool = True) -> Api:
+    """Point this process at the user's API, else at the embedded default (once per process)."""
+    global _current
+    if _current is not None:
+        return _current
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    api = configured_api()
+    if api is not None:
+        if check:
+            check_reachable(api)
+    elif os.environ.get("ECHOFLOW_LOCAL_SERVER", "1") == "0":
+        # Prefect's own per-process ephemeral API: nothing left running, slower start.
         home = echoflow_home() / "prefect"
         home.mkdir(parents=True, exist_ok=True)
-        env["PREFECT_HOME"] = str(home)
-    global _embedded
-    _embedded = True
-    if env.get("ECHOFLOW_LOCAL_SERVER", "1") == "0":
-        # Prefect's own per-process ephemeral API: nothing left running, slower start.
-        env.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-        return f"ephemeral Prefect API, database in {env['PREFECT_HOME']}"
-    from echoflow.localserver import ensure
+        os.environ["PREFECT_HOME"] = str(home)
+        os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+        api = Api(url=f"ephemeral Prefect API, database in {home}", source="ECHOFLOW_LOCAL_SERVER=0",
+                  embedded=True)
+    else:
+        from echoflow.localserver import ensure
 
-    env["PREFECT_API_URL"] = ensure(echoflow_home())
-    return f"local Prefect API {env['PREFECT_API_URL']} (UI at {env['PREFECT_API_URL'][:-4]}), database in {env['PREFECT_HOME']}"
+        os.environ["PREFECT_API_URL"] = ensure(echoflow_home())
+        api = Api(url=os.environ["PREFECT_API_URL"], source=f"no Prefect API configured; ECHOFLOW_HOME "
+                  f"{echoflow_home()}", embedded=True)
+    _refresh_prefect()
+    _current = api
+    return api
+
+
+def use_embedded_default(quiet: bool = True) -> str:
+    """Connect (see `connect`); returns the one line that says where runs are recorded."""
+    if quiet:
+        # The CLI shows its own progress and summary; run logs still reach the API.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    return connect().describe()
 
 
 @contextmanager
@@ -51,7 +118,7 @@ def foreground_run() -> Iterator[None]:
     serves this machine's CLI, which sees its runs end, and Prefect's heartbeat thread
     makes every run's end wait up to a second for it to wake.
     """
-    if not _embedded:
+    if _current is None or not _current.embedded:
         yield
         return
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings

@@ -1,11 +1,13 @@
 """Quick-look echograms: one PNG per channel of an Sv or MVBS output, saved next to the
 outputs (`<prefix>/quicklook/<stage>/<item>.<channel>.png`) so a user sees the data
-without opening it. Pure matplotlib (Agg, no pyplot: tasks draw from several threads).
+without opening it; runs link them from a markdown artifact (no image in the database).
+Drawn as acousticians read them: echopype's EK500 palette on one fixed Sv range (default
+-80...-30 dB) for every channel and file, so colours compare. Pure matplotlib (Agg, no
+pyplot: tasks draw from several threads).
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 import os
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 SV_LABEL = r"Sv (dB re 1 m$^{-1}$)"
 MAX_PINGS = 2000  # columns drawn; longer records are thinned (a quick look, not the data)
 MAX_SAMPLES = 1000
+DEFAULT_VMIN, DEFAULT_VMAX = -80.0, -30.0  # dB: the usual EK500 display range
 
 
 class Echogram(BaseModel):
@@ -87,12 +90,18 @@ def _with_gaps(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t, c
 
 
-def color_range(c: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
-    """Fixed limits when given, else the 1st-99th percentile of this channel."""
-    finite = c[np.isfinite(c)]
-    lo, hi = np.percentile(finite, [1, 99]) if finite.size else (-80.0, -30.0)
-    lo, hi = (vmin if vmin is not None else float(lo)), (vmax if vmax is not None else float(hi))
+def color_range(vmin: float | None, vmax: float | None) -> tuple[float, float]:
+    """The same limits for every channel and file (never scaled to the data), so colours compare."""
+    lo = DEFAULT_VMIN if vmin is None else float(vmin)
+    hi = DEFAULT_VMAX if vmax is None else float(vmax)
     return (lo, hi) if hi > lo else (lo, lo + 1)
+
+
+def ek500() -> Any:
+    """echopype's EK500 colour map (grey, blue, green, yellow, red, brown; white below the range)."""
+    from echopype.colormap.cm import cmap_d
+
+    return cmap_d["ek500"]
 
 
 def echogram_png(ds: "xr.Dataset", channel: Any, title: str, vmin: float | None = None,
@@ -108,9 +117,9 @@ def echogram_png(ds: "xr.Dataset", channel: Any, title: str, vmin: float | None 
     if c.size and len(t) > 1 and len(y) > 1:
         t, c = _with_gaps(t, c)
         x = mdates.date2num(t.astype("datetime64[ms]").astype(object))
-        lo, hi = color_range(c, vmin, vmax)
-        mesh = ax.pcolormesh(x, y, c.T, shading="nearest", vmin=lo, vmax=hi, cmap="viridis")
-        fig.colorbar(mesh, ax=ax, label=SV_LABEL)
+        lo, hi = color_range(vmin, vmax)
+        mesh = ax.pcolormesh(x, y, c.T, shading="nearest", vmin=lo, vmax=hi, cmap=ek500())
+        fig.colorbar(mesh, ax=ax, label=SV_LABEL, extend="both")
         ax.xaxis_date()
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
         ax.invert_yaxis()
@@ -173,12 +182,16 @@ def render(dataset_url: str, prefix: str, stage: str, item: str, options: dict[s
         ds.close()
 
 
-def read_png(url: str, options: dict[str, Any] | None) -> bytes:
-    fs, path = storage.filesystem(url, options)
-    with fs.open(path, "rb") as f:
-        return f.read()
-
-
-def data_uri(png: bytes) -> str:
-    """The PNG inline, so the Prefect UI shows it wherever the output lives (local or S3)."""
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+def markdown_index(rows: list[tuple[str, str, Echogram]], vmin: float | None = None,
+                   vmax: float | None = None) -> str:
+    """A markdown page linking every echogram (stage, item, echogram); web URLs show inline."""
+    lo, hi = color_range(vmin, vmax)
+    lines = ["# Quick-look echograms", "",
+             f"EK500 palette, Sv {lo:g} to {hi:g} dB re 1 m⁻¹ for every channel; time in UTC.", "",
+             "| stage | item | channel | echogram |", "| --- | --- | --- | --- |"]
+    for stage, item, g in rows:
+        link = f"[{g.url.rsplit('/', 1)[-1]}]({g.url})"
+        if g.url.startswith(("http://", "https://")):
+            link = f"![{g.channel}]({g.url}) {link}"
+        lines.append(f"| {stage} | {item} | {g.channel} | {link} |")
+    return "\n".join(lines) + "\n"

@@ -140,8 +140,8 @@ def test_embedded_default_needs_no_server(tmp_path):
             assert proc.returncode == 0, proc.stderr
             assert expected in proc.stdout
         assert (tmp_path / "home" / "prefect").is_dir()
-        assert "running: http://127.0.0.1" in subprocess.run([exe, "server", "status"], env=env,
-                                                             capture_output=True, text=True).stdout
+        assert "running: API http://127.0.0.1" in subprocess.run([exe, "server", "status"], env=env,
+                                                                 capture_output=True, text=True).stdout
     finally:
         subprocess.run([exe, "server", "stop"], env=env, capture_output=True)
 

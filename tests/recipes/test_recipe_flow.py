@@ -242,8 +242,13 @@ stages:
     assert_same(ours_sv, sv, exact=False, skip=("source_filenames",))
     assert_same(ours_mvbs, mvbs, exact=False)
     assert len(list((out / "quicklook").rglob("*.png"))) == 2 * 4  # 4 AZFP channels
-    images = [a for a in artifacts(state.state_details.flow_run_id) if a.type == "image"]
-    assert len(images) == 2  # quicklook.max_artifacts
+    found = artifacts(state.state_details.flow_run_id)
+    assert not [a for a in found if a.type == "image"]  # PNGs stay files; the database holds links
+    [index] = [a for a in found if a.key.startswith("echoflow-quicklooks")]
+    assert all(str(p) in index.data for p in (out / "quicklook").rglob("*.png"))
+    assert "base64" not in index.data and len(index.data) < 10_000
+    [text] = [a for a in found if a.key == "echoflow-recipe-text"]
+    assert "compute_MVBS: {range_bin: 10m" in text.data
 
 
 def test_s3_source_and_output(public_bucket: str, private_bucket: str, s3_options: dict,

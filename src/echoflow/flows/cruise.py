@@ -13,7 +13,6 @@ import time
 from typing import Any, Optional
 from uuid import UUID
 
-from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
                                             FlowRunFilter, FlowRunFilterId)
@@ -23,6 +22,7 @@ from prefect.states import State
 from echoflow import convert, storage
 from echoflow.flows.batch import convert_batch, finish, plan
 from echoflow.flows.common import run_logger, warn_on_credentials
+from echoflow.flows.runs import cruise_run_name, echoflow_flow
 from echoflow.params import BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
 
@@ -69,7 +69,7 @@ def wait_all(ids: list[UUID], poll_seconds: float) -> None:
                 time.sleep(poll_seconds)
 
 
-@flow(name="convert-cruise", log_prints=True)
+@echoflow_flow(name="convert-cruise", flow_run_name=cruise_run_name, log_prints=True)
 def convert_cruise(
     sources: list[str],
     sonar_model: str,
@@ -86,12 +86,27 @@ def convert_cruise(
     job_variables: dict[str, Any] = {},  # noqa: B006
     poll_seconds: float = 10.0,
 ) -> State:
-    """Convert a whole cruise: split the files (list, globs, manifests, archive prefix globs)
-    into chunks of `files_per_job`, run each chunk as a child run of `batch_deployment`
-    (one Kubernetes Job each; None runs the chunks here as subflows), gather one summary.
+    """Convert a whole cruise: split its files into chunks, run each chunk as a child run of
+    the batch deployment (one Kubernetes Job each), gather one summary.
 
     Files whose outputs are complete are not sent again, so a re-run redoes only what is
     missing; a failed child never loses the results of the others.
+
+    Args:
+        sources: Raw files: paths, s3:// or https:// URLs, globs (archive prefixes too), or text manifests.
+        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
+        output_prefix: Output folder or s3:// prefix; each output is <output_prefix>/<stem>.zarr or .nc.
+        output_type: zarr or netcdf.
+        xml_path: Instrument XML file (AZFP only).
+        convert_params: Extra keyword arguments for echopype's open_raw.
+        files_per_job: Files per child run (one Kubernetes Job each).
+        concurrency: Worker processes in each child run (0: one per available CPU).
+        overwrite: Reconvert outputs that are already complete.
+        input_storage_options: fsspec options for reading sources (no credentials: use the environment).
+        output_storage_options: fsspec options for writing outputs (no credentials: use the environment).
+        batch_deployment: Deployment that runs each chunk; None runs the chunks here as subflows.
+        job_variables: Work-pool job variables for the child runs (e.g. resources).
+        poll_seconds: Seconds between checks on the child runs.
     """
     warn_on_credentials(input_storage_options, output_storage_options)
     # The batch flow's parameters, as the caller gave them (credentials stay in the environment).

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from prefect import flow, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
@@ -24,6 +24,7 @@ from echoflow import quicklook, storage
 from echoflow.errors import one_line
 from echoflow.flows import batch
 from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
+from echoflow.flows.runs import echoflow_flow, record_recipe, recipe_run_name
 from echoflow.params import ConvertRequest
 from echoflow.recipes.load import load_recipe, with_env_options
 from echoflow.recipes.plan import Job, Plan, is_complete, make_plan
@@ -160,27 +161,15 @@ def artifact_key(*parts: str) -> str:
 
 
 def attach(looks: list[tuple[Job, list[quicklook.Echogram]]], plan: Plan) -> int:
-    """Echograms as image artifacts (inline PNG, shown in the UI) plus one index of all of them."""
-    limit = plan.recipe.quicklook.max_artifacts
-    n = 0
-    lines = ["| stage | item | channel | echogram |", "| --- | --- | --- | --- |"]
-    for job, grams in looks:
-        for g in grams:
-            lines.append(f"| {job.stage} | {job.item} | {g.channel} | `{g.url}` |")
-            if n < limit:
-                png = quicklook.read_png(g.url, job.storage_options)
-                create_image_artifact(image_url=quicklook.data_uri(png),
-                                      key=artifact_key("quicklook", job.stage, job.item, g.channel),
-                                      description=f"{job.stage} of {job.item}, channel {g.channel}: {g.url}")
-                n += 1
-    if looks:
-        total = sum(len(g) for _, g in looks)
-        note = f"\n\n{min(n, total)} of {total} shown as image artifacts (quicklook.max_artifacts)." \
-            if total > n else ""
+    """One markdown artifact linking the echogram PNGs saved next to the outputs (the
+    images stay out of Prefect's database); returns how many it links."""
+    rows = [(job.stage, job.item, g) for job, grams in looks for g in grams]
+    if rows:
+        q = plan.recipe.quicklook
         create_markdown_artifact(key=artifact_key("echoflow-quicklooks", plan.recipe.name),
-                                 markdown="# Quick-look echograms\n\n" + "\n".join(lines) + note,
+                                 markdown=quicklook.markdown_index(rows, q.vmin, q.vmax),
                                  description=f"echograms of recipe {plan.recipe.name}")
-    return n
+    return len(rows)
 
 
 def summarize(plan: Plan, results: list[StageResult]) -> State:
@@ -202,18 +191,29 @@ def summarize(plan: Plan, results: list[StageResult]) -> State:
     return Failed(message=f"{headline}; first error: {bad[0].error}", data=data)
 
 
-@flow(name="run-recipe", log_prints=True)
+@echoflow_flow(name="run-recipe", flow_run_name=recipe_run_name, log_prints=True)
 def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated
                overwrite: bool = False) -> State:
-    """Run a processing recipe: open_raw → combine_echodata → compute_Sv → compute_MVBS /
-    compute_NASC, add_depth, add_location, as its `stages` say.
+    """Run a processing recipe: per raw file open_raw → compute_Sv → add_depth / add_location →
+    compute_MVBS / compute_NASC, then (with combine_echodata) each group's outputs.
 
-    `recipe` is the YAML text or a path / URL to it (read with `storage_options`). The
-    recipe is checked in full before any data is read. Complete outputs are kept unless
-    `overwrite`; the run fails, listing every failed output, when any stage fails.
+    The recipe is checked in full before any data is read, and its text is kept as an
+    artifact. Complete outputs are kept unless `overwrite`; the run fails, listing every
+    failed output, when any stage fails.
+
+    Args:
+        recipe: The recipe: YAML text, or a path / URL to a YAML file (see docs/recipes.md).
+        storage_options: fsspec options for reading the recipe URL (no credentials: use the environment).
+        overwrite: Recompute outputs that are already complete.
+        fan_out: Run chunks of files, then each group, as child runs (default: when run from a deployment).
+        files_per_job: Files per child run (one Kubernetes Job each).
+        part_deployment: Deployment of the child runs (default run-recipe-part/<this deployment's name>).
+        job_variables: Work-pool job variables for the child runs (e.g. resources).
+        poll_seconds: Seconds between checks on the child runs.
     """
     log = run_logger()
     as_given = load_recipe(recipe, storage_options, env=False)
+    record_recipe(recipe, storage_options)
     warn_on_credentials(storage_options, as_given.source.storage_options, as_given.output.storage_options)
     rec = with_env_options(as_given)
     storage.check_writable(rec.output.prefix, rec.output.storage_options)

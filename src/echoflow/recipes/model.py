@@ -208,7 +208,7 @@ class Output(_Strict):
 
 class Quicklook(_Strict):
     enabled: bool = True
-    vmin: Optional[float] = None  # colour scale in dB; default: each channel's 1st-99th percentile
+    vmin: Optional[float] = None  # colour scale in dB; default -80...-30 for every channel
     vmax: Optional[float] = None
     max_artifacts: int = Field(default=12, ge=0)  # image artifacts per run (each holds its PNG)
 
