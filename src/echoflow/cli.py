@@ -302,6 +302,10 @@ def _register_extras() -> None:
 
 _register_extras()
 
+from echoflow.watch_cli import register as _register_watch  # noqa: E402 - needs `app`
+
+_register_watch(app)
+
 
 def _skip_teardown(status: list[int]) -> None:
     """The last exit handler: the others have run (Prefect has sent its logs and events),

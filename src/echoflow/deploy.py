@@ -7,7 +7,9 @@ and no pull steps. Idempotent: what already matches is left untouched.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,13 +27,17 @@ FLOWS = {
     "convert-batch": "echoflow.flows.batch.convert_batch",
     "convert-cruise": "echoflow.flows.cruise.convert_cruise",
     "run-recipe": "echoflow.recipes.flow.run_recipe",
+    "watch-prefix": "echoflow.flows.watch.watch_prefix",
 }
 TAGS = ["echoflow"]
 # Flows that fan out wait for their children: they run on the pool's default queue with no
 # limit, and every Job that does the conversions goes through this queue, which carries the
 # concurrency limit. (With the limit on the pool, waiting parents could hold every slot.)
 WORK_QUEUE = "conversions"
-FAN_OUT = {"convert-cruise"}
+FAN_OUT = {"convert-cruise", "watch-prefix"}
+# Needs a source to watch: registered when ECHOFLOW_WATCH (JSON, from the chart's `watch`
+# values) gives its parameters and schedule, or `{"enabled": false}` to unschedule it.
+WATCH = "watch-prefix"
 
 
 @dataclass
@@ -115,7 +121,7 @@ def ensure_deployment(client: Any, flow_name: str, name: str, spec: dict[str, An
         current = client.read_deployment_by_name(full)
     except ObjectNotFound:
         current = None
-    if current is not None and all(getattr(current, k) == v for k, v in spec.items()):
+    if current is not None and all(_same(current, k, v) for k, v in spec.items()):
         return Change("deployment", full, "unchanged")
     flow_id = client.create_flow_from_name(flow_name)
     client.create_deployment(flow_id=flow_id, name=name, pull_steps=[], **spec)
@@ -130,7 +136,8 @@ def deploy(pool: str, image: str, *, create_pool: bool = False, base_job_templat
     if not image:
         raise ParameterError("an image is required (--image): the flow-run Jobs run it")
     template = load_template(base_job_template)
-    names = flows or list(FLOWS)
+    settings = watch_settings()
+    names = flows or [n for n in FLOWS if n != WATCH or settings is not None]
     unknown = sorted(set(names) - set(FLOWS))
     if unknown:
         raise ParameterError(f"unknown flow(s) {', '.join(unknown)}: choose from {', '.join(FLOWS)}")
@@ -141,7 +148,48 @@ def deploy(pool: str, image: str, *, create_pool: bool = False, base_job_templat
         except ImportError:
             if flows:  # asked for by name: say so
                 raise
+    if WATCH in specs:
+        specs[WATCH].update(watch_spec(settings))
     with get_client(sync_client=True) as client:
         changes = [ensure_pool(client, pool, create_pool, template), ensure_queue(client, pool, concurrency_limit)]
         changes += [ensure_deployment(client, n, deployment_name, s) for n, s in specs.items()]
     return changes
+
+def watch_settings() -> Optional[dict[str, Any]]:
+    text = os.environ.get("ECHOFLOW_WATCH", "").strip()
+    if not text:
+        return None
+    from echoflow.watch import schedule_settings
+
+    return schedule_settings(text)
+
+
+def watch_spec(settings: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """One run at a time (a run due while one is running is cancelled), on the given schedule."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    spec: dict[str, Any] = dict(concurrency_limit=1, concurrency_options=ConcurrencyOptions(
+        collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW), schedules=[])
+    if not settings or settings.get("enabled") is False:
+        return spec
+    tz = settings.get("timezone") or "UTC"
+    schedule = (IntervalSchedule(interval=timedelta(seconds=settings["interval"]), anchor_date=ANCHOR, timezone=tz)
+                if settings.get("interval") else CronSchedule(cron=settings["cron"], timezone=tz))
+    return {**spec, "parameters": settings["parameters"],
+            "schedules": [DeploymentScheduleCreate(schedule=schedule, active=True)]}
+
+
+ANCHOR = datetime(2020, 1, 1, tzinfo=timezone.utc)  # fixed, so an unchanged interval compares equal
+
+
+def _same(current: Any, key: str, value: Any) -> bool:
+    have = getattr(current, key)
+    if key == "schedules":
+        return [(s.schedule, s.active) for s in have] == [(s.schedule, s.active) for s in value]
+    if key == "concurrency_limit" and getattr(current, "global_concurrency_limit", None) is not None:
+        have = current.global_concurrency_limit.limit
+    if key == "concurrency_options":
+        return getattr(have, "collision_strategy", None) == getattr(value, "collision_strategy", None)
+    return have == value

@@ -1,0 +1,114 @@
+"""`watch_prefix`: one scheduled look at a folder or prefix; new settled files go to conversion.
+
+Each run lists the source once and sends the files that are new and settled to
+`convert_cruise`, which runs them as child runs of the batch deployment (one Job each on
+Kubernetes, under the conversions queue's limit) and gathers their results. Between runs the
+watcher's memory (fingerprints of files not yet settled, files done or failed) is a small
+JSON object beside the outputs, so an idle run costs one read of it and one listing. The
+deployment allows one run at a time; the markers make even an overlapping run harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from prefect.states import Completed, State
+
+from echoflow import storage, watch
+from echoflow.flows.batch import finish
+from echoflow.flows.common import run_logger, warn_on_credentials
+from echoflow.flows.cruise import convert_cruise
+from echoflow.flows.runs import echoflow_flow
+from echoflow.params import EXTENSIONS, BatchRequest, OutputType
+from echoflow.report import FileResult, Summary
+
+
+@echoflow_flow(name="watch-prefix", log_prints=True)
+def watch_prefix(
+    source: str,
+    sonar_model: str,
+    output_prefix: str,
+    output_type: OutputType = "netcdf",
+    xml_path: Optional[str] = None,
+    convert_params: Optional[dict[str, Any]] = None,
+    settle_seconds: float = 60.0,
+    ready_suffix: Optional[str] = None,
+    retry_failed: bool = False,
+    files_per_job: int = 10,
+    concurrency: int = 0,
+    input_storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated
+    output_storage_options: dict[str, Any] = {},  # noqa: B006
+    batch_deployment: Optional[str] = "convert-batch/echoflow",
+    job_variables: dict[str, Any] = {},  # noqa: B006
+    poll_seconds: float = 10.0,
+) -> State:
+    """List `source` (a folder, glob or s3:// prefix) once and convert the files that are new
+    and settled (unchanged for `settle_seconds`, or with a `<name><ready_suffix>` sidecar) as
+    child runs of `batch_deployment` (None: subflows here), `files_per_job` files each.
+
+    Files whose outputs are complete are never sent again; a file that failed is retried only
+    once it changes, or with `retry_failed`. Run on a schedule with a concurrency limit of 1.
+
+    Args:
+        source: Folder, glob or s3:// prefix the ship uploads to (a folder: the files directly in it).
+        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
+        output_prefix: Output folder or s3:// prefix; the watch state and failure records live there too.
+        output_type: zarr or netcdf.
+        xml_path: Instrument XML file (AZFP only).
+        convert_params: Extra keyword arguments for echopype's open_raw.
+        settle_seconds: Seconds a file must be unchanged (size, mtime/ETag) before it is taken.
+        ready_suffix: Take a file only when `<name><ready_suffix>` is listed too (e.g. .done).
+        retry_failed: Retry files that failed before even though they have not changed.
+        files_per_job: Files per child run (one Kubernetes Job each).
+        concurrency: Worker processes in each child run (0: one per available CPU).
+        input_storage_options: fsspec options for reading sources (no credentials: use the environment).
+        output_storage_options: fsspec options for writing outputs (no credentials: use the environment).
+        batch_deployment: Deployment that runs each chunk; None runs the chunks here as subflows.
+        job_variables: Work-pool job variables for the child runs (e.g. resources).
+        poll_seconds: Seconds between checks on the child runs.
+    """
+    warn_on_credentials(input_storage_options, output_storage_options)
+    req = BatchRequest(sources=[source], sonar_model=sonar_model, output_prefix=output_prefix,
+                       output_type=output_type, xml_path=xml_path, convert_params=convert_params,
+                       input_storage_options=input_storage_options, output_storage_options=output_storage_options)
+    log = run_logger()
+    memory = watch.state_url(req.output_prefix, source)
+    watcher = watch.Watcher(source, req.output_prefix, EXTENSIONS[req.output_type], settle=settle_seconds,
+                            ready_suffix=ready_suffix, retry_failed=retry_failed,
+                            input_options=req.input_storage_options, output_options=req.output_storage_options,
+                            files=watch.load_state(memory, req.output_storage_options))
+    poll = watcher.poll()
+    log.info("%s: %d files listed, %d to convert, %d not settled yet, %d complete already, %d failed before",
+             storage.shown(source), poll.listed, len(poll.ready), len(poll.waiting), len(poll.done),
+             len(poll.failed_before))
+    for _, error in poll.failed_before:
+        log.warning("not retried (unchanged since it failed): %s", error)
+    results: list[FileResult] = []
+    if poll.ready:
+        try:
+            state = convert_cruise(
+                sources=[f.url for f in poll.ready], sonar_model=sonar_model, output_prefix=output_prefix,
+                output_type=output_type, xml_path=xml_path, convert_params=convert_params,
+                files_per_job=files_per_job, concurrency=concurrency,
+                input_storage_options=input_storage_options, output_storage_options=output_storage_options,
+                batch_deployment=batch_deployment, job_variables=job_variables, poll_seconds=poll_seconds,
+                return_state=True)
+            data = state.result(raise_on_failure=False)
+            if isinstance(data, BaseException):
+                raise data
+            results = Summary.model_validate(data).files
+            by_source = {r.source: r for r in results}
+            for f in poll.ready:
+                r = by_source.get(storage.public_url(f.url))
+                if r is not None and r.status != "cancelled":  # otherwise it stays new: the next run takes it
+                    watcher.record(f, r.status, r.error)
+        finally:
+            # Whatever happened, keep what was learnt (settling times, results so far).
+            watch.save_state(memory, req.output_storage_options, watcher.files, source)
+    elif watcher.changed:
+        watch.save_state(memory, req.output_storage_options, watcher.files, source)
+    if not results:
+        return Completed(message=f"{poll.listed} files listed: nothing new and settled "
+                                 f"({len(poll.waiting)} not settled yet)",
+                         data=Summary(files=[]).model_dump())
+    return finish(Summary(files=results), "watch-prefix")

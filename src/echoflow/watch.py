@@ -1,0 +1,343 @@
+"""Watching a folder, glob or prefix for raw files as they land (no Prefect here).
+
+Each poll lists the source once. A file is taken when it is new and settled: its last
+modification is at least `settle` seconds old and it did not change since the previous
+listing (so a copy that keeps an old mtime while it grows is still caught), or, with a
+`ready_suffix`, when its sidecar (`<name><suffix>`, e.g. `x.raw.done`) is listed.
+Completion markers decide what is done, so a restarted watcher neither repeats nor misses
+a file; a failed file leaves a failure record beside its output and is tried again only
+when it changes (another size, mtime or ETag) or when asked to.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import posixpath
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from echoflow import storage
+from echoflow.errors import ParameterError
+
+FAILED_SUFFIX = ".echoflow-failed.json"
+STATE_PREFIX = ".echoflow-watch-"
+# A folder source holds raw files beside other things: never take these.
+SKIP_SUFFIXES = (".nc", ".zarr", ".json", ".xml", ".txt", ".md", ".tmp", ".part", ".partial")
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One file of a listing."""
+
+    url: str
+    size: int
+    mtime: Optional[float]  # seconds since the epoch; None when the store does not say
+    etag: Optional[str]
+
+    def fingerprint(self) -> list[Any]:
+        return [self.size, self.mtime, self.etag]
+
+
+@dataclass
+class Entry:
+    """What the watcher knows of one file: its fingerprint when last listed, and status."""
+
+    size: int
+    mtime: Optional[float]
+    etag: Optional[str]
+    status: str = "seen"  # seen (not yet converted), done, failed
+    since: float = 0.0  # when this fingerprint was first listed (watcher's clock)
+    error: Optional[str] = None
+
+    def fingerprint(self) -> list[Any]:
+        return [self.size, self.mtime, self.etag]
+
+
+@dataclass
+class Poll:
+    """The outcome of one listing."""
+
+    listed: int = 0
+    ready: list[Listed] = field(default_factory=list)  # new, settled, to convert now
+    waiting: list[str] = field(default_factory=list)  # still growing or not settled yet
+    done: list[tuple[Listed, dict[str, Any]]] = field(default_factory=list)  # complete already (markers)
+    failed_before: list[tuple[Listed, str]] = field(default_factory=list)  # failure records, unchanged
+
+
+def _mtime(info: dict[str, Any]) -> Optional[float]:
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return None
+
+
+def split_source(source: str) -> tuple[str, Optional[str], bool]:
+    """(folder to list, glob the names must match or None, whether to list recursively)."""
+    if not storage.is_glob(source):
+        return source.rstrip("/") or "/", None, False
+    scheme, sep, path = source.rpartition("://")
+    parts = path.split("/")
+    first = next(i for i, p in enumerate(parts) if storage.is_glob(p))
+    root = "/".join(parts[:first]) or ("/" if path.startswith("/") else ".")
+    return f"{scheme}{sep}{root}", source, first < len(parts) - 1 or "**" in path
+
+
+def list_source(source: str, options: Optional[dict[str, Any]], ready_suffix: Optional[str] = None
+                ) -> tuple[list[Listed], set[str]]:
+    """One listing of the source: its raw files, and the URLs whose sidecar is present."""
+    root, pattern, recursive = split_source(source)
+    fs, path = storage.filesystem(root, options)
+    remote = storage.is_remote(root)
+    fs.invalidate_cache(path)  # s3fs keeps listings; the point is to see new files
+    try:
+        infos = fs.find(path, detail=True).values() if recursive else fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return [], set()  # an empty prefix: nothing uploaded yet
+    except Exception as exc:
+        raise storage.io_error(exc, source, "listing the watched files") from exc
+    if pattern:
+        _, _, pattern_path = pattern.rpartition("://")
+    files: list[Listed] = []
+    sidecars: set[str] = set()
+    for info in infos:
+        if info.get("type") not in (None, "file"):
+            continue
+        name = str(info["name"])
+        url = fs.unstrip_protocol(name) if remote else name
+        base = posixpath.basename(name)
+        if ready_suffix and base.endswith(ready_suffix):
+            sidecars.add(url[: -len(ready_suffix)])
+            continue
+        if base.startswith("."):
+            continue
+        if pattern:
+            if not fnmatch.fnmatchcase(name, pattern_path.removeprefix("./")) and \
+                    not fnmatch.fnmatchcase(url, pattern):
+                continue
+        elif base.lower().endswith(SKIP_SUFFIXES):
+            continue
+        etag = info.get("ETag") or info.get("etag")
+        files.append(Listed(url=url, size=int(info.get("size") or 0), mtime=_mtime(info),
+                            etag=str(etag).strip('"') if etag else None))
+    return sorted(files, key=lambda f: f.url), sidecars
+
+
+def check_source(source: str) -> None:
+    """A local folder that does not exist is a typo, not an empty upload area: say so at once."""
+    root, _, _ = split_source(source)
+    if not storage.is_remote(root) and not Path(root.removeprefix("file://")).expanduser().is_dir():
+        raise ParameterError(f"{source}: no such folder; check the path (the folder must exist to be watched)")
+
+
+def failure_url(output: str) -> str:
+    return output.rstrip("/") + FAILED_SUFFIX
+
+
+def state_url(output_prefix: str, source: str) -> str:
+    """The scheduled watcher's memory, beside the outputs; one per watched source."""
+    key = hashlib.sha1(storage.public_url(source).encode()).hexdigest()[:12]
+    return f"{output_prefix.rstrip('/')}/{STATE_PREFIX}{key}.json"
+
+
+class Watcher:
+    """Decides, listing after listing, which files to convert; records what became of them."""
+
+    def __init__(self, source: str, output_prefix: str, extension: str, *, settle: float = 30.0,
+                 ready_suffix: Optional[str] = None, retry_failed: bool = False,
+                 input_options: Optional[dict[str, Any]] = None,
+                 output_options: Optional[dict[str, Any]] = None,
+                 files: Optional[dict[str, Entry]] = None, clock: Callable[[], float] = time.time) -> None:
+        self.source, self.prefix, self.extension = source, output_prefix, extension
+        self.settle, self.ready_suffix, self.retry_failed = settle, ready_suffix, retry_failed
+        self.input_options, self.output_options = input_options or {}, output_options or {}
+        self.files: dict[str, Entry] = files if files is not None else {}
+        self.clock = clock
+        self.changed = False  # whether `files` differs from what was loaded
+
+    def output(self, url: str) -> str:
+        return storage.output_url(self.prefix, url, self.extension)
+
+    def settled_at(self, f: Listed, entry: Entry) -> float:
+        """When the file settled (or will), on the watcher's clock; for latency figures."""
+        if self.ready_suffix:
+            return entry.since
+        return (f.mtime if f.mtime is not None else entry.since) + self.settle
+
+    def _settled(self, f: Listed, entry: Entry, unchanged: bool, now: float, sidecars: set[str]) -> bool:
+        if self.ready_suffix:
+            return f.url in sidecars
+        if not unchanged:
+            return False  # changed since the last listing: still being written
+        if f.mtime is not None:
+            return now - f.mtime >= self.settle
+        return now - entry.since >= self.settle  # no mtime: unchanged across listings for `settle`
+
+    def poll(self) -> Poll:
+        now = self.clock()
+        listing, sidecars = list_source(self.source, self.input_options, self.ready_suffix)
+        result = Poll(listed=len(listing))
+        candidates: list[Listed] = []
+        for f in listing:
+            entry = self.files.get(f.url)
+            same = entry is not None and entry.fingerprint() == f.fingerprint()
+            if entry is not None and entry.status == "done":
+                continue  # converted: a later change is not a new file (nothing twice)
+            if entry is not None and entry.status == "failed" and same and not self.retry_failed:
+                continue  # reported once; tried again when it changes
+            # A file listed for the first time may be settled already (an old mtime); one
+            # that changed since the previous listing is still being written.
+            unchanged = entry is None or same
+            if not same:
+                entry = self.files[f.url] = Entry(size=f.size, mtime=f.mtime, etag=f.etag, since=now)
+                self.changed = True
+            if self._settled(f, entry, unchanged, now, sidecars):
+                candidates.append(f)
+            else:
+                result.waiting.append(f.url)
+        listed = {f.url for f in listing}
+        for url in [u for u in self.files if u not in listed]:
+            del self.files[url]  # a file that reappears is checked against its marker again
+            self.changed = True
+        if candidates:
+            self._sort_out(candidates, result)
+        return result
+
+    def _sort_out(self, candidates: list[Listed], result: Poll) -> None:
+        """Markers and failure records decide which candidates are new work (a batch, once each)."""
+        outputs = {f.url: self.output(f.url) for f in candidates}
+        complete = storage.complete_outputs(self.prefix, list(outputs.values()), self.output_options)
+        failures = {} if self.retry_failed else self._failure_records([o for u, o in outputs.items()
+                                                                        if outputs[u] not in complete])
+        for f in candidates:
+            entry = self.files[f.url]
+            out = outputs[f.url]
+            if out in complete:
+                entry.status = "done"
+                result.done.append((f, complete[out]))
+            elif out in failures and failures[out].get("fingerprint") == f.fingerprint():
+                entry.status, entry.error = "failed", str(failures[out].get("error"))
+                result.failed_before.append((f, entry.error))
+            else:
+                entry.error = failures[out].get("error") if out in failures else None
+                result.ready.append(f)
+            self.changed = True
+        self.retry_failed = False  # --retry-failed means the failures known at start, once
+
+    def _failure_records(self, outputs: list[str]) -> dict[str, dict[str, Any]]:
+        if not outputs:
+            return {}
+        fs, root = storage.filesystem(self.prefix, self.output_options)
+        fs.invalidate_cache(root.rstrip("/"))
+        try:
+            names = {posixpath.basename(str(p).rstrip("/")) for p in fs.ls(root.rstrip("/"), detail=False)}
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:
+            raise storage.io_error(exc, self.prefix, "listing failure records") from exc
+        wanted = {fs._strip_protocol(failure_url(o)): o for o in outputs
+                  if posixpath.basename(failure_url(o)) in names}
+        if not wanted:
+            return {}
+        texts = fs.cat(list(wanted), on_error="return")
+        records = {}
+        for path, text in texts.items():
+            if path in wanted and not isinstance(text, BaseException):
+                try:
+                    records[wanted[path]] = json.loads(text)
+                except ValueError:
+                    continue  # a torn record: try the file again
+        return records
+
+    def record(self, f: Listed, status: str, error: Optional[str] = None) -> None:
+        """What became of a file this watcher sent to conversion (converted, skipped, failed)."""
+        entry = self.files.get(f.url) or Entry(size=f.size, mtime=f.mtime, etag=f.etag, since=self.clock())
+        self.files[f.url] = entry
+        fs, _ = storage.filesystem(self.prefix, self.output_options)
+        path = failure_url(self.output(f.url))
+        if status == "failed":
+            entry.status, entry.error = "failed", error
+            doc = {"source": storage.public_url(f.url), "fingerprint": f.fingerprint(), "size": f.size,
+                   "mtime": f.mtime, "etag": f.etag, "error": error,
+                   "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            write_json(fs, path, doc)
+        else:
+            if entry.error is not None:  # it had failed before: its record is out of date now
+                try:
+                    fs.rm(fs._strip_protocol(path))
+                except FileNotFoundError:
+                    pass
+            entry.status, entry.error = "done", None
+        self.changed = True
+
+
+def write_json(fs: Any, path: str, doc: dict[str, Any]) -> None:
+    """Whole or not at all: a local file is renamed into place; an object PUT is atomic."""
+    data = json.dumps(doc, indent=1, default=str).encode()
+    target = fs._strip_protocol(path)
+    if not storage.is_remote(path):
+        tmp = Path(f"{target}.{os.getpid()}.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    else:
+        fs.pipe_file(target, data)
+
+
+def load_state(url: str, options: Optional[dict[str, Any]]) -> dict[str, Entry]:
+    """The entries a scheduled run left; none (a fresh start, markers decide) when absent or torn."""
+    fs, path = storage.filesystem(url, options)
+    try:
+        doc = json.loads(fs.cat_file(path))
+        return {u: Entry(**e) for u, e in doc["files"].items()}
+    except FileNotFoundError:
+        return {}
+    except (ValueError, KeyError, TypeError):
+        return {}
+    except Exception as exc:
+        raise storage.io_error(exc, url, "reading the watch state") from exc
+
+
+def save_state(url: str, options: Optional[dict[str, Any]], files: dict[str, Entry], source: str) -> None:
+    fs, _ = storage.filesystem(url, options)
+    try:
+        write_json(fs, url, {"source": storage.public_url(source),
+                             "files": {u: asdict(e) for u, e in files.items()}})
+    except Exception as exc:
+        raise storage.io_error(exc, url, "writing the watch state") from exc
+
+
+def schedule_settings(text: str) -> dict[str, Any]:
+    """The scheduled watch deployment's settings (JSON, e.g. from the chart):
+    {"parameters": {source, sonar_model, output_prefix, ...}, "interval": seconds | "cron": "...",
+    "timezone": "UTC"}."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"watch settings are not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if isinstance(doc, dict) and doc.get("enabled") is False:
+        return doc  # registered without a schedule
+    if not isinstance(doc, dict) or not isinstance(doc.get("parameters"), dict):
+        raise ParameterError("watch settings need a 'parameters' object (source, sonar_model, output_prefix)")
+    missing = [k for k in ("source", "sonar_model", "output_prefix") if not doc["parameters"].get(k)]
+    if missing:
+        raise ParameterError(f"watch settings: parameters {', '.join(missing)} must be set")
+    interval, cron = doc.get("interval"), doc.get("cron")
+    if bool(interval) == bool(cron):
+        raise ParameterError("watch settings: set exactly one of 'interval' (seconds) or 'cron'")
+    if interval and (not isinstance(interval, (int, float)) or interval < 10):
+        raise ParameterError(f"watch settings: interval must be a number of seconds ≥ 10, got {interval!r}")
+    return doc

@@ -1,0 +1,69 @@
+"""`echoflow deploy` registers `watch-prefix` with its schedule and a one-run-at-a-time limit."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+
+EXE = str(Path(sys.executable).parent / "echoflow")
+SETTINGS = {"parameters": {"source": "s3://ship/DY1801/raw/*.raw", "sonar_model": "EK60",
+                           "output_prefix": "s3://shore/DY1801", "output_type": "zarr", "settle_seconds": 120},
+            "interval": 300}
+
+
+def deploy(api: str, settings: object | None, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_API_URL": api}
+    env.pop("ECHOFLOW_WATCH", None)
+    if settings is not None:
+        env["ECHOFLOW_WATCH"] = settings if isinstance(settings, str) else json.dumps(settings)
+    return subprocess.run([EXE, "deploy", "--pool", "watch-test", "--image", "echoflow:w", "--create-pool",
+                           "--flow", "convert-batch", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def read(name: str):
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def test_watch_deployment_schedule_and_limit(prefect_server):
+    first = deploy(prefect_server, SETTINGS, "--flow", "watch-prefix")
+    assert first.returncode == 0, first.stderr
+    d = read("watch-prefix/echoflow")
+    assert d.work_queue_name == "default"  # it waits for its children: never holds a conversion slot
+    assert d.parameters == SETTINGS["parameters"]
+    ((s),) = d.schedules
+    assert s.active and s.schedule.interval.total_seconds() == 300
+    assert (d.global_concurrency_limit.limit if d.global_concurrency_limit else d.concurrency_limit) == 1
+    assert d.concurrency_options.collision_strategy == "CANCEL_NEW"
+
+    again = deploy(prefect_server, SETTINGS, "--flow", "watch-prefix")
+    (row,) = [line for line in again.stdout.splitlines() if "watch-prefix/echoflow" in line]
+    assert "unchanged" in row, again.stdout
+
+    cron = deploy(prefect_server, {**SETTINGS, "interval": None, "cron": "*/5 * * * *"}, "--flow", "watch-prefix")
+    assert cron.returncode == 0, cron.stderr
+    ((s),) = read("watch-prefix/echoflow").schedules
+    assert s.schedule.cron == "*/5 * * * *"
+
+    off = deploy(prefect_server, {"enabled": False}, "--flow", "watch-prefix")
+    assert off.returncode == 0, off.stderr
+    assert read("watch-prefix/echoflow").schedules == []
+
+
+def test_watch_settings_errors_are_one_line(prefect_server):
+    for settings, expected in [
+        ("{nope", "watch settings are not valid JSON"),
+        ({"parameters": {"source": "s3://a/"}, "interval": 60}, "parameters sonar_model, output_prefix must be set"),
+        ({**SETTINGS, "cron": "* * * * *"}, "set exactly one of 'interval' (seconds) or 'cron'"),
+        ({**SETTINGS, "interval": 1}, "interval must be a number of seconds ≥ 10"),
+    ]:
+        proc = deploy(prefect_server, settings, "--flow", "watch-prefix")
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_watch_prefix_is_left_out_without_settings(prefect_server):
+    proc = deploy(prefect_server, None)
+    assert proc.returncode == 0 and "watch-prefix" not in proc.stdout
