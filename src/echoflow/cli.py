@@ -301,6 +301,9 @@ def _register_extras() -> None:
 
 
 _register_extras()
+from echoflow.cluster import register as _register_cluster  # noqa: E402 - the chart's pod checks
+
+_register_cluster(app)
 
 from echoflow.watch_cli import register as _register_watch  # noqa: E402 - needs `app`
 

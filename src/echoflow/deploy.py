@@ -94,7 +94,8 @@ def ensure_queue(client: Any, pool: str, concurrency_limit: Optional[int]) -> Ch
         client.create_work_queue(WORK_QUEUE, work_pool_name=pool, concurrency_limit=concurrency_limit,
                                  description="echoflow conversion Jobs; its limit caps how many run at once")
         return Change("queue", name, "created")
-    if concurrency_limit is not None and queue.concurrency_limit != concurrency_limit:
+    # Declarative: None clears a limit set before (the chart's `concurrencyLimit: null` after 50).
+    if queue.concurrency_limit != concurrency_limit:
         client.update_work_queue(queue.id, concurrency_limit=concurrency_limit)
         return Change("queue", name, "updated")
     return Change("queue", name, "unchanged")

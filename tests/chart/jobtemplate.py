@@ -12,9 +12,9 @@ _submit_run_and_capture_errors), so the result is the manifest the worker hands 
 BatchV1Api.create_namespaced_job. It needs a reachable Prefect API only when the
 template references blocks or variables; pass `client` to use a given one.
 
-`as_stored(manifest)` drops what the API server prunes from that request (Prefect's
-template validator insists on parallelism/completions inside the pod spec, which is
-not a PodSpec field): the Job as the cluster stores and runs it.
+`as_stored(manifest)` drops what the API server would prune from that request (pod-spec
+fields Kubernetes does not know). The chart's template has none (parallelism and
+completions sit on the Job), so for it the result equals the request; the tests assert so.
 """
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ def job_manifest_for_flow_run(template: dict, flow_run: Any, deployment: Any = N
     ))
 
 
-# Pod-spec fields Prefect's job-manifest validator requires but Kubernetes does not know;
-# the API server drops them from the create request.
+# Job-level fields that older templates also put in the pod spec, where Kubernetes does not
+# know them (the API server drops them; strict validation refuses them).
 PRUNED_POD_SPEC_FIELDS = ("parallelism", "completions")
 
 
@@ -213,3 +213,17 @@ def validation_errors(obj: dict, versions: Sequence[str] = KUBE_VERSIONS) -> lis
             name = obj.get("metadata", {}).get("name") or obj.get("metadata", {}).get("generateName")
             errors.append(f"{version} {obj.get('kind')} {name} at /{where}: {exc.message}")
     return errors
+
+
+_QUANTITY_SUFFIXES = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
+                      "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+                      "P": 1e15, "E": 1e18}
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity as a number (16Gi, 500m, 2, 1e3), to compare two of them."""
+    text = str(value)
+    for suffix in sorted(_QUANTITY_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    return float(text)

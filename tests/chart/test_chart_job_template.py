@@ -82,21 +82,25 @@ def test_server_accepts_template_unchanged(registered):
 
 
 def test_template_keeps_prefect_kubernetes_structure(render):
-    """Every job_configuration field of prefect-kubernetes' default template except
-    cluster_config, and every default variable, is still there."""
+    """prefect-kubernetes' job_configuration fields are there (cluster_config and command
+    aside: Jobs run in this cluster, and the worker fills in its own command); the
+    variables are a closed subset of its defaults plus ephemeral storage."""
     from prefect_kubernetes.worker import KubernetesWorker
 
     default = KubernetesWorker.get_default_base_job_template()
     template = jt.base_job_template(render("defaults"))
     assert set(template) == {"job_configuration", "variables"}
-    assert set(default["job_configuration"]) - {"cluster_config"} <= set(template["job_configuration"])
-    assert set(default["variables"]["properties"]) - {"cluster_config"} <= set(
-        template["variables"]["properties"]
-    )
+    assert set(default["job_configuration"]) - {"cluster_config", "command"} <= set(template["job_configuration"])
     assert "cluster_config" not in template["job_configuration"]
+    variables = template["variables"]
+    assert variables["additionalProperties"] is False
+    assert set(variables["properties"]) == {
+        "name", "image", "env", "labels", "backoff_limit", "finished_job_ttl", "active_deadline_seconds",
+        "cpu_request", "cpu_limit", "memory_request", "memory_limit", "ephemeral_storage_request",
+        "ephemeral_storage_limit", "job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output"}
     manifest = template["job_configuration"]["job_manifest"]
     assert manifest["metadata"]["generateName"] == "{{ name }}-"
-    assert _container(manifest)["args"] == "{{ command }}"
+    assert "args" not in _container(manifest) and "command" not in _container(manifest)
 
 
 def test_default_job_manifest(registered, prefect_server):
@@ -112,8 +116,8 @@ def test_default_job_manifest(registered, prefect_server):
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["args"] == ["prefect", "flow-run", "execute"]
     assert container["resources"] == {
-        "requests": {"cpu": "2", "memory": "8Gi"},
-        "limits": {"cpu": "4", "memory": "16Gi"},
+        "requests": {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "20Gi"},
+        "limits": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "60Gi"},
     }
     assert pod["serviceAccountName"] == f"{RELEASE}-flow-run"
     assert pod["automountServiceAccountToken"] is False
@@ -130,7 +134,8 @@ def test_default_job_manifest(registered, prefect_server):
     assert manifest["spec"]["backoffLimit"] == 0
     assert manifest["spec"]["ttlSecondsAfterFinished"] == 86400
     assert manifest["spec"]["activeDeadlineSeconds"] == 43200
-    assert container["envFrom"] == []
+    assert "envFrom" not in container  # no S3 Secret in the defaults
+    assert "PREFECT_API_AUTH_STRING" not in env  # this process has none to pass on
 
     assert pod["securityContext"] == {
         "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
@@ -158,14 +163,11 @@ def test_default_job_manifest(registered, prefect_server):
 
 
 def test_manifest_is_a_valid_job(registered):
+    """The request the worker sends is strictly valid as it is: no pod-spec extras."""
     *_, manifest = registered("defaults")
-    # What the API server stores: strictly valid for both Kubernetes versions.
-    assert jt.validation_errors(jt.as_stored(manifest)) == []
-    # The raw request only carries the two pod-spec fields Prefect's validator insists on.
-    raw_errors = jt.validation_errors(manifest)
-    assert raw_errors and all(
-        "parallelism" in e or "completions" in e for e in raw_errors
-    ), raw_errors
+    assert jt.validation_errors(manifest) == []
+    assert not set(jt.PRUNED_POD_SPEC_FIELDS) & set(manifest["spec"]["template"]["spec"])
+    assert (manifest["spec"]["parallelism"], manifest["spec"]["completions"]) == (1, 1)
 
 
 def test_irsa_values_reach_the_job(registered):
@@ -176,9 +178,10 @@ def test_irsa_values_reach_the_job(registered):
     assert container["image"] == "123456789012.dkr.ecr.us-west-2.amazonaws.com/echoflow:0.1.0"
     assert pod["serviceAccountName"] == "echoflow-flow-run"
     assert container["resources"] == {
-        "requests": {"cpu": "4", "memory": "16Gi"},
-        "limits": {"cpu": "8", "memory": "30Gi"},
+        "requests": {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "40Gi"},
+        "limits": {"cpu": "8", "memory": "30Gi", "ephemeral-storage": "110Gi"},
     }
+    assert {v["name"]: v for v in pod["volumes"]}["scratch"]["emptyDir"] == {"sizeLimit": "100Gi"}
     assert pod["nodeSelector"] == {
         "eks.amazonaws.com/capacityType": "SPOT",
         "node.kubernetes.io/instance-type": "r6i.2xlarge",
@@ -186,9 +189,9 @@ def test_irsa_values_reach_the_job(registered):
     assert {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
     assert len(pod["tolerations"]) == 2
     assert env["AWS_DEFAULT_REGION"] == "us-west-2"
-    assert container["envFrom"] == []  # S3 through IRSA, no key Secret
+    assert "envFrom" not in container  # S3 through IRSA, no key Secret
     assert manifest["spec"]["activeDeadlineSeconds"] == 21600
-    assert jt.validation_errors(jt.as_stored(manifest)) == []
+    assert jt.validation_errors(manifest) == []
 
 
 def test_kind_values_reach_the_job(registered):
@@ -199,12 +202,12 @@ def test_kind_values_reach_the_job(registered):
     assert container["envFrom"] == [{"secretRef": {"name": "echoflow-s3"}}]
     assert container["resources"]["limits"]["memory"] == "3Gi"
     assert _env(manifest)["PREFECT_LOGGING_LEVEL"] == "DEBUG"
-    assert jt.validation_errors(jt.as_stored(manifest)) == []
+    assert jt.validation_errors(manifest) == []
 
 
 def test_deployment_job_variables_override_defaults(registered):
     overrides = {"memory_limit": "32Gi", "cpu_request": "500m", "env": {"EXTRA": "1"},
-                 "backoff_limit": 2, "active_deadline_seconds": None}
+                 "backoff_limit": 2, "active_deadline_seconds": 600, "ephemeral_storage_limit": "80Gi"}
     *_, manifest = registered("defaults", overrides)
     container = _container(manifest)
     env = _env(manifest)
@@ -214,8 +217,9 @@ def test_deployment_job_variables_override_defaults(registered):
     assert env["ECHOFLOW_SCRATCH"] == "/scratch"  # chart env kept beside the deployment's
     assert manifest["spec"]["backoffLimit"] == 2
     assert env["PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR"] == "relinquish"
-    assert manifest["spec"].get("activeDeadlineSeconds") is None  # null: no deadline
-    assert jt.validation_errors(jt.as_stored(manifest)) == []
+    assert manifest["spec"]["activeDeadlineSeconds"] == 600
+    assert container["resources"]["limits"]["ephemeral-storage"] == "80Gi"
+    assert jt.validation_errors(manifest) == []
 
 
 def test_server_rejects_malformed_quantity_in_job_variables(registered):

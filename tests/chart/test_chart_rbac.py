@@ -12,7 +12,7 @@ import pytest
 import jobtemplate as jt
 from chartcases import NAMESPACE, RELEASE, VALUE_SETS
 
-# One rule per call site (see the comments in templates/rbac.yaml).
+# One rule per call site (see the comments in templates/role.yaml).
 EXPECTED_WORKER_RULES = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["delete"]},
@@ -79,7 +79,7 @@ def test_role_matches_the_installed_prefect_kubernetes():
 
 
 def test_rbac_template_comments_name_the_calls():
-    text = (jt.CHART / "templates" / "rbac.yaml").read_text()
+    text = (jt.CHART / "templates" / "role.yaml").read_text()
     for call in ("create_namespaced_job", "delete_namespaced_job", "read_namespaced_job",
                  "list_namespaced_job", "list_namespaced_pod", "read_namespaced_pod_log",
                  "kopf.on.event"):
@@ -103,14 +103,14 @@ def test_only_the_worker_is_bound(render, value_set):
 def test_flow_run_account_has_no_rights(render, value_set):
     objects = render(value_set)
     template = jt.base_job_template(objects)
-    flow_run_sa = template["variables"]["properties"]["service_account_name"]["default"]
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    flow_run_sa = pod["serviceAccountName"]
     (sa,) = jt.find(objects, "ServiceAccount", flow_run_sa)
     assert sa["automountServiceAccountToken"] is False
     subjects = [s for kind in ("RoleBinding", "ClusterRoleBinding")
                 for b in jt.find(objects, kind) for s in b.get("subjects", [])]
     assert all(s["name"] != flow_run_sa for s in subjects)
     assert all(s["name"] != f"{RELEASE}-client" for s in subjects)
-    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
 
 
@@ -131,8 +131,8 @@ def test_existing_flow_run_account(helm_bin):
     objects = jt.render_chart(set_values={"flowRuns.serviceAccount.create": False,
                                           "flowRuns.serviceAccount.name": "sonar-runner"})
     assert not jt.find(objects, "ServiceAccount", "sonar-runner")
-    variables = jt.base_job_template(objects)["variables"]["properties"]
-    assert variables["service_account_name"]["default"] == "sonar-runner"
+    manifest = jt.base_job_template(objects)["job_configuration"]["job_manifest"]
+    assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "sonar-runner"
     assert all(s["name"] != "sonar-runner" for b in jt.find(objects, "RoleBinding") for s in b["subjects"])
 
 

@@ -115,7 +115,9 @@ def test_default_objects(render):
         ("Role", f"{FULL}-worker", ns),
         ("RoleBinding", f"{FULL}-worker", ns),
         ("ConfigMap", f"{FULL}-base-job-template", ns),
-        ("ConfigMap", f"{FULL}-scripts", ns),
+        ("Secret", f"{FULL}-api-auth", ns),
+        ("NetworkPolicy", f"{FULL}-server", ns),
+        ("LimitRange", f"{FULL}-flow-runs", ns),
         ("Deployment", f"{FULL}-worker", ns),
         ("Deployment", f"{FULL}-server", ns),
         ("Service", f"{FULL}-server", ns),
@@ -283,7 +285,7 @@ def test_worker_deployment(render):
     assert volumes[bjt["name"]]["configMap"]["name"] == f"{FULL}-base-job-template"
     assert pod["serviceAccountName"] == f"{FULL}-worker"
     (init,) = pod["initContainers"]
-    assert init["command"][:2] == ["python", "/etc/echoflow/scripts/wait_for_api.py"]
+    assert init["command"] == ["echoflow", "cluster", "wait-for-api", "--timeout", "600"]
     assert env_of(init)["PREFECT_API_URL"]["value"] == SERVER_URL
     assert "checksum/base-job-template" in dep["spec"]["template"]["metadata"]["annotations"]
 
@@ -355,15 +357,15 @@ def test_deploy_hook(render):
     assert env_of(c)["PREFECT_API_URL"]["value"] == SERVER_URL
     (init,) = pod["initContainers"]
     assert init["name"] == "wait-for-api"
-    assert init["command"] == ["python", "/etc/echoflow/scripts/wait_for_api.py", "--timeout", "600"]
+    assert init["command"] == ["echoflow", "cluster", "wait-for-api", "--timeout", "600"]
     assert pod["serviceAccountName"] == f"{FULL}-client"
     # The ConfigMap the hook mounts is an ordinary resource, so it exists at post-install.
     cm = one(objects, "ConfigMap", f"{FULL}-base-job-template")
     assert "helm.sh/hook" not in cm["metadata"].get("annotations", {})
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounted = {m["name"] for m in c["volumeMounts"]} | {m["name"] for m in init["volumeMounts"]}
-    assert {volumes[n].get("configMap", {}).get("name") for n in mounted} >= {
-        f"{FULL}-base-job-template", f"{FULL}-scripts"}
+    assert {volumes[n].get("configMap", {}).get("name") for n in mounted} >= {f"{FULL}-base-job-template"}
+    assert not jt.find(objects, "ConfigMap", f"{FULL}-scripts")  # commands live in the image
 
 
 def test_deploy_hook_concurrency_limit_and_images(helm_bin):
@@ -383,21 +385,20 @@ def test_helm_test_pod(render):
     assert pod["metadata"]["annotations"] == {"helm.sh/hook": "test",
                                               "helm.sh/hook-delete-policy": "before-hook-creation"}
     (c,) = pod["spec"]["containers"]
+    # The deployments come from echoflow.deploy.FLOWS in the image, named <flow>/echoflow.
     assert c["command"] == [
-        "python", "/etc/echoflow/scripts/check_install.py", "--pool", "echoflow",
-        "--deployment", "convert-raw-sonar/echoflow",
-        "--deployment", "convert-batch/echoflow",
-        "--deployment", "convert-cruise/echoflow",
+        "echoflow", "cluster", "check", "--pool", "echoflow", "--deployment-name", "echoflow",
         "--base-job-template", "/etc/echoflow/base-job-template.json",
         "--require-worker", "--timeout", "300",
     ]
     assert pod["spec"]["restartPolicy"] == "Never"
 
 
-def test_scripts_configmap_carries_the_files(render):
-    cm = one(render("defaults"), "ConfigMap", f"{FULL}-scripts")
-    for name in ("wait_for_api.py", "check_install.py"):
-        assert cm["data"][name].strip() == (jt.CHART / "files" / name).read_text().strip()
+def test_helm_test_skips_deployments_without_the_hook(helm_bin):
+    objects = jt.render_chart(set_values={"deployments.enabled": False})
+    assert not jt.find(objects, "Job")
+    (c,) = one(objects, "Pod", f"{FULL}-test")["spec"]["containers"]
+    assert "--deployment-name" not in c["command"]
 
 
 def test_prefect_cloud(render):
@@ -434,9 +435,11 @@ def test_flow_runs_in_another_namespace(render):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULL}-worker", "namespace": NAMESPACE}]
     (c,) = one(objects, "Deployment", f"{FULL}-worker")["spec"]["template"]["spec"]["containers"]
     assert env_of(c)["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"]["value"] == "echoflow-jobs"
-    variables = jt.base_job_template(objects)["variables"]["properties"]
-    assert variables["namespace"]["default"] == "echoflow-jobs"
-    assert variables["env_from"]["default"] == [{"secretRef": {"name": "echoflow-s3"}}]
+    configuration = jt.base_job_template(objects)["job_configuration"]
+    assert configuration["namespace"] == "echoflow-jobs"
+    assert configuration["job_manifest"]["metadata"]["namespace"] == "echoflow-jobs"
+    (container,) = configuration["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "echoflow-s3"}}]
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -454,8 +457,9 @@ def test_references_resolve(render, value_set):
         names = {v["name"] for v in pod.get("volumes", [])}
         for c in containers(pod):
             assert {m["name"] for m in c.get("volumeMounts", [])} <= names, where
-    variables = jt.base_job_template(objects)["variables"]["properties"]
-    assert (variables["service_account_name"]["default"], variables["namespace"]["default"]) in accounts
+    configuration = jt.base_job_template(objects)["job_configuration"]
+    pod = configuration["job_manifest"]["spec"]["template"]["spec"]
+    assert (pod["serviceAccountName"], configuration["namespace"]) in accounts
 
 
 def test_image_tag_default_and_override(helm_bin):

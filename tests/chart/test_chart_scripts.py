@@ -1,164 +1,16 @@
-"""The chart's Prefect client scripts (hook init container, helm test) against a real
-Prefect server, and the packaging / kind helper scripts."""
+"""The packaging, tool and kind helper scripts."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-import json
 import os
-import socket
 import subprocess
-import sys
-import uuid
-from pathlib import Path
 
 import pytest
 import yaml
 
 import jobtemplate as jt
 
-FILES = jt.CHART / "files"
 SCRIPTS = jt.REPO / "scripts"
-FLOWS = ("convert-raw-sonar", "convert-batch", "convert-cruise")
-
-
-def run_script(name: str, *args: str, api_url: str | None, tmp_path: Path, timeout: float = 120):
-    """Run a script as the pods do: its own Python process, settings from the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return subprocess.run([sys.executable, str(FILES / name), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def load_script(name: str):
-    """Import a script from charts/echoflow/files (in-process: no interpreter start-up)."""
-    module_name = f"echoflow_chart_{name[:-3]}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, FILES / name)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-def call_script(name: str, *args: str, capsys) -> tuple[int, str, str]:
-    """main(argv) of a script in this process, against the session's Prefect API."""
-    code = load_script(name).main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-async def _install(pool: str, template: dict, deployment_name: str = "echoflow"):
-    """What `echoflow deploy` leaves behind: the pool and the three deployments."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes",
-                                                     base_job_template=template))
-        for flow in FLOWS:
-            flow_id = await client.create_flow_from_name(flow)
-            await client.create_deployment(flow_id=flow_id, name=deployment_name,
-                                           work_pool_name=pool,
-                                           entrypoint=f"echoflow.flows:{flow.replace('-', '_')}")
-
-
-@pytest.fixture(scope="module")
-def installed(prefect_server, render, tmp_path_factory):
-    """A pool named like the chart's with its template, and the three deployments."""
-    template = jt.base_job_template(render("defaults"))
-    pool = f"echoflow-{uuid.uuid4().hex[:6]}"
-    deployment = f"echoflow-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_install(pool, template, deployment))
-    path = tmp_path_factory.mktemp("bjt") / "base-job-template.json"
-    path.write_text(json.dumps(template))
-    return prefect_server, pool, deployment, path
-
-
-def check_args(pool, deployment, template_path, *extra):
-    args = ["--pool", pool]
-    for flow in FLOWS:
-        args += ["--deployment", f"{flow}/{deployment}"]
-    return [*args, "--base-job-template", str(template_path), *extra]
-
-
-def test_wait_for_api(prefect_server, tmp_path):
-    ok = run_script("wait_for_api.py", "--timeout", "30", api_url=prefect_server, tmp_path=tmp_path)
-    assert ok.returncode == 0, ok.stderr
-    assert f"Prefect API at {prefect_server} is healthy" in ok.stdout
-
-
-def test_wait_for_api_gives_up(monkeypatch, capsys):
-    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/api"
-    monkeypatch.setenv("PREFECT_API_URL", url)
-    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_CLIENT_MAX_RETRIES: 0}):
-        code, out, err = call_script("wait_for_api.py", "--timeout", "1", "--interval", "0.2",
-                                     capsys=capsys)
-    assert code == 1
-    assert f"Prefect API at {url} not healthy after 1s" in err
-
-    monkeypatch.delenv("PREFECT_API_URL")
-    code, _, err = call_script("wait_for_api.py", capsys=capsys)
-    assert code == 2 and "PREFECT_API_URL is not set" in err
-
-
-def test_check_install_passes(installed, tmp_path):
-    url, pool, deployment, template_path = installed
-    proc = run_script("check_install.py", *check_args(pool, deployment, template_path, "--timeout", "30"),
-                      api_url=url, tmp_path=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"ok: work pool '{pool}' (kubernetes)" in proc.stdout
-    for flow in FLOWS:
-        assert f"ok: deployment '{flow}/{deployment}' on pool '{pool}'" in proc.stdout
-    assert "echoflow installation OK" in proc.stdout
-
-
-def test_check_install_finds_problems(installed, tmp_path, capsys):
-    url, pool, deployment, template_path = installed
-    code, _, err = call_script("check_install.py", *check_args(pool, "nope", template_path),
-                               capsys=capsys)
-    assert code == 1
-    assert "FAIL: deployment 'convert-raw-sonar/nope' does not exist" in err
-
-    other = json.loads(template_path.read_text())
-    other["variables"]["properties"]["memory_limit"]["default"] = "1Gi"
-    other_path = tmp_path / "other.json"
-    other_path.write_text(json.dumps(other))
-    code, _, err = call_script("check_install.py", *check_args(pool, deployment, other_path),
-                               capsys=capsys)
-    assert code == 1
-    assert "base job template differs" in err and "['variables']" in err
-
-    code, _, err = call_script("check_install.py", "--pool", "no-such-pool", capsys=capsys)
-    assert code == 1 and "FAIL: work pool 'no-such-pool' does not exist" in err
-
-
-def test_check_install_requires_an_online_worker(installed, capsys):
-    from prefect.client.orchestration import get_client
-
-    url, pool, deployment, template_path = installed
-    args = check_args(pool, deployment, template_path, "--require-worker", "--timeout", "2")
-    code, out, err = call_script("check_install.py", *args, capsys=capsys)
-    assert code == 1
-    assert f"waiting for a worker on '{pool}'" in out
-    assert f"FAIL: no worker online for work pool '{pool}'" in err
-
-    async def heartbeat():
-        async with get_client() as client:
-            await client.send_worker_heartbeat(work_pool_name=pool, worker_name="worker-pod-1")
-
-    asyncio.run(heartbeat())
-    code, out, err = call_script("check_install.py", *args, capsys=capsys)
-    assert code == 0, out + err
-    assert "ok: worker(s) online: worker-pod-1" in out
 
 
 # ---------------------------------------------------------------------------- shell scripts

@@ -57,14 +57,20 @@ app.kubernetes.io/part-of: echoflow
 {{- define "echoflow.serverName" -}}{{ include "echoflow.fullname" . }}-server{{- end -}}
 {{- define "echoflow.clientServiceAccountName" -}}{{ include "echoflow.fullname" . }}-client{{- end -}}
 {{- define "echoflow.baseJobTemplateName" -}}{{ include "echoflow.fullname" . }}-base-job-template{{- end -}}
-{{- define "echoflow.scriptsName" -}}{{ include "echoflow.fullname" . }}-scripts{{- end -}}
+{{- define "echoflow.authSecretName" -}}{{ include "echoflow.fullname" . }}-api-auth{{- end -}}
+{{- define "echoflow.flowRunsName" -}}{{ include "echoflow.fullname" . }}-flow-runs{{- end -}}
 
 {{- define "echoflow.workerServiceAccountName" -}}
 {{- default (include "echoflow.workerName" .) .Values.worker.serviceAccount.name -}}
 {{- end -}}
 
+{{/* The flow-run ServiceAccount; an existing one (create=false) must be named. */}}
 {{- define "echoflow.flowRunServiceAccountName" -}}
+{{- if .Values.flowRuns.serviceAccount.create -}}
 {{- default (printf "%s-flow-run" (include "echoflow.fullname" .)) .Values.flowRuns.serviceAccount.name -}}
+{{- else -}}
+{{- required "flowRuns.serviceAccount.name is required when flowRuns.serviceAccount.create is false (the Jobs would name a missing ServiceAccount)" .Values.flowRuns.serviceAccount.name -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Namespace of the flow-run Jobs. */}}
@@ -72,29 +78,21 @@ app.kubernetes.io/part-of: echoflow
 {{- default .Release.Namespace .Values.flowRuns.namespace -}}
 {{- end -}}
 
-{{/* Images: <repository>:<tag>, the component's fields falling back to .Values.image. */}}
+{{/*
+The one image helper: <repository>:<tag> of a component, its empty fields falling back
+to .Values.image and the tag to the chart's appVersion.
+Call with (dict "ctx" $ "image" .Values.server.image); "image" may be omitted.
+*/}}
 {{- define "echoflow.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
-{{- end -}}
-
-{{- define "echoflow.serverImage" -}}
-{{- $repo := default .Values.image.repository .Values.server.image.repository -}}
-{{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.server.image.tag | toString -}}
+{{- $own := default dict .image -}}
+{{- $repo := default .ctx.Values.image.repository $own.repository -}}
+{{- $tag := default (default .ctx.Chart.AppVersion .ctx.Values.image.tag) $own.tag | toString -}}
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 
-{{- define "echoflow.serverImagePullPolicy" -}}
-{{- default .Values.image.pullPolicy .Values.server.image.pullPolicy -}}
-{{- end -}}
-
-{{- define "echoflow.flowRunImage" -}}
-{{- $repo := default .Values.image.repository .Values.flowRuns.image.repository -}}
-{{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.flowRuns.image.tag | toString -}}
-{{- printf "%s:%s" $repo $tag -}}
-{{- end -}}
-
-{{- define "echoflow.flowRunImagePullPolicy" -}}
-{{- default .Values.image.pullPolicy .Values.flowRuns.image.pullPolicy -}}
+{{- define "echoflow.imagePullPolicy" -}}
+{{- $own := default dict .image -}}
+{{- default .ctx.Values.image.pullPolicy $own.pullPolicy -}}
 {{- end -}}
 
 {{/*
@@ -112,7 +110,22 @@ Prefect API URL: the in-chart server's Service, or prefect.apiUrl.
 {{- end -}}
 
 {{/*
-Environment of every Prefect client in the chart (worker, hook, test).
+Secret (name and key) holding the API's basic-auth string, or nothing: the in-chart
+server with auth, else prefect.authString for an existing self-hosted API.
+*/}}
+{{- define "echoflow.authSecret" -}}
+{{- if .Values.server.enabled -}}
+{{- if .Values.server.auth.enabled -}}
+{{- dict "name" (default (include "echoflow.authSecretName" .) .Values.server.auth.existingSecret) "key" .Values.server.auth.key | toJson -}}
+{{- end -}}
+{{- else if .Values.prefect.authString.existingSecret -}}
+{{- dict "name" .Values.prefect.authString.existingSecret "key" .Values.prefect.authString.key | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Environment of every Prefect client in the chart (worker, hook, test, init containers).
+Credentials only by secretKeyRef.
 */}}
 {{- define "echoflow.prefectClientEnv" -}}
 - name: PREFECT_API_URL
@@ -124,10 +137,44 @@ Environment of every Prefect client in the chart (worker, hook, test).
       name: {{ . }}
       key: {{ $.Values.prefect.apiKey.key }}
 {{- end }}
+{{- with include "echoflow.authSecret" . }}
+{{- $auth := fromJson . }}
+- name: PREFECT_API_AUTH_STRING
+  valueFrom:
+    secretKeyRef:
+      name: {{ $auth.name }}
+      key: {{ $auth.key }}
+{{- end }}
 - name: HOME
   value: {{ .Values.homeDir | quote }}
 - name: PREFECT_HOME
   value: {{ printf "%s/.prefect" .Values.homeDir | quote }}
+{{- end -}}
+
+{{/*
+Scheduling and pod extras of a component. Call with the component's values
+(nodeSelector, tolerations, affinity, topologySpreadConstraints, priorityClassName).
+*/}}
+{{- define "echoflow.podScheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -164,13 +211,14 @@ Resources block: quantities rendered as strings whatever their YAML type.
 {{- end -}}
 
 {{/*
-Init container that waits for the Prefect API. Call with (dict "ctx" $ "timeout" N "resources" R).
+Init container that waits for the Prefect API (`echoflow cluster wait-for-api`, in the image).
+Call with (dict "ctx" $ "timeout" N "resources" R).
 */}}
 {{- define "echoflow.waitForApiContainer" -}}
 - name: wait-for-api
-  image: {{ include "echoflow.image" .ctx | quote }}
-  imagePullPolicy: {{ .ctx.Values.image.pullPolicy }}
-  command: ["python", "/etc/echoflow/scripts/wait_for_api.py", "--timeout", {{ .timeout | toString | quote }}]
+  image: {{ include "echoflow.image" (dict "ctx" .ctx) | quote }}
+  imagePullPolicy: {{ include "echoflow.imagePullPolicy" (dict "ctx" .ctx) }}
+  command: ["echoflow", "cluster", "wait-for-api", "--timeout", {{ .timeout | toString | quote }}]
   env:
     {{- include "echoflow.prefectClientEnv" .ctx | nindent 4 }}
   securityContext:
@@ -179,9 +227,6 @@ Init container that waits for the Prefect API. Call with (dict "ctx" $ "timeout"
     {{- include "echoflow.resources" .resources | trim | nindent 4 }}
   volumeMounts:
     {{- include "echoflow.writableVolumeMounts" .ctx | nindent 4 }}
-    - name: scripts
-      mountPath: /etc/echoflow/scripts
-      readOnly: true
 {{- end -}}
 
 {{/* Prefect template placeholder: {{ name }} as Prefect's worker expects it. */}}
