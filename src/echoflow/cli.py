@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from echoflow import __version__
@@ -88,7 +87,10 @@ def convert(
     anon: bool = typer.Option(False, "--anon", help="Read inputs anonymously (public buckets)"),
     input_option: List[str] = typer.Option([], "--input-option", help="fsspec option for inputs, KEY=VALUE"),
     output_option: List[str] = typer.Option([], "--output-option", help="fsspec option for outputs, KEY=VALUE"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs and library warnings"),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (per-file status, output, "
+                                  "bytes, seconds, error) instead of the table"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table: failures and exit code only"),
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
     from echoflow.storage import is_glob, is_manifest
@@ -101,18 +103,23 @@ def convert(
     pool.__enter__()
     try:
         _convert(pool, sources, sonar_model, out_prefix, output_type, xml, overwrite, concurrency, anon,
-                 input_option, output_option, verbose)
+                 input_option, output_option, verbose, json_out, quiet)
     finally:
         pool.__exit__(None, None, None)
 
 
 def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: str, output_type: str,
              xml: Optional[str], overwrite: bool, concurrency: int, anon: bool, input_option: List[str],
-             output_option: List[str], verbose: bool) -> None:
+             output_option: List[str], verbose: bool, json_out: bool = False, quiet: bool = False) -> None:
+    from echoflow import display
     from echoflow.home import foreground_run, use_embedded_default
     from echoflow.workers import using
 
     where = use_embedded_default(quiet=not verbose)
+    if not (quiet or json_out):
+        err.print(f"[dim]runs recorded in: {where}[/]", highlight=False, soft_wrap=True)
+    if not verbose:
+        display.libraries_to_run_log(load_echopype=False)  # this process never imports echopype
     from echoflow.flows.batch import convert_batch
     from echoflow.flows.common import add_listener
     from echoflow.params import BatchRequest
@@ -133,20 +140,16 @@ def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: st
     except ValueError as exc:
         fail(_pydantic_message(exc))
 
-    with Progress(TextColumn("[bold]converting"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True) as bar:
-        job = bar.add_task("", total=None)
-
+    with display.Reporter(err, "converting", enabled=not (quiet or json_out)) as bar:
         counts = {"total": -1, "done": 0}
 
         def on_event(kind: str, value: Any) -> None:
             if kind == "total":
                 counts["total"] = value
-                bar.update(job, total=value)
+                bar.set_total(value)
                 return
             counts["done"] += 1
-            bar.update(job, advance=1, description=Path(value.source).name)
+            bar.advance(Path(value.source).name, failed=value.status == "failed")
             if counts["done"] == counts["total"]:
                 pool.release()  # every file is done: the workers exit while Prefect wraps up
 
@@ -160,23 +163,13 @@ def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: st
     if isinstance(result, BaseException):
         fail(one_line(result))
     summary = Summary.model_validate(result)
-    print_summary(summary)
-    err.print(f"[dim]runs recorded in: {where}[/]", highlight=False)
+    if json_out:
+        display.print_json(display.summary_json(summary, out_prefix, where))
+    elif quiet:
+        display.print_errors(err, [f.error for f in summary.files if f.error])
+    else:
+        display.print_summary(out, summary, out_prefix)
     raise typer.Exit(0 if summary.ok else 1)
-
-
-def print_summary(summary: Any) -> None:
-    table = Table(title=summary.headline(), title_justify="left")
-    for col in ("file", "status", "output", "MB", "s"):
-        table.add_column(col, overflow="fold")
-    colour = {"converted": "green", "skipped": "cyan", "failed": "red"}
-    for f in summary.files:
-        table.add_row(Path(f.source).name, f"[{colour[f.status]}]{f.status}[/]", f.output or "",
-                      f"{f.bytes / 1e6:.2f}" if f.bytes else "", f"{f.seconds:.1f}" if f.seconds else "")
-    out.print(table)
-    for f in summary.files:
-        if f.error:  # whole lines, never folded: they are what a user acts on
-            out.print(f"[red]failed:[/] {f.error}", soft_wrap=True, highlight=False)
 
 
 def _pydantic_message(exc: ValueError) -> str:

@@ -1,0 +1,106 @@
+"""The embedded local API as a new user meets it: the CLI and a plain Python script record
+on it, its port is stable, and a real browser shows the run at the printed UI address."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port
+from samples import EK60_RAW
+from util import ek60_copies
+
+EXE = str(Path(sys.executable).parent / "echoflow")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """An ECHOFLOW_HOME with nothing of Prefect configured; its local API is stopped at the end."""
+    root = tmp_path_factory.mktemp("local-api")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(ECHOFLOW_HOME=str(root / "home"), PREFECT_HOME=str(root / "user-prefect"),
+               ECHOFLOW_SERVER_PORT=str(free_port()), ECHOFLOW_SERVER_IDLE_SECONDS="600", COLUMNS="200")
+    yield root, env
+    subprocess.run([EXE, "server", "stop"], env=env, capture_output=True, timeout=60)
+
+
+def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def flow_runs(api: str, name: str) -> list[dict]:
+    r = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": [name]}}}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_ui_reads_its_own_api_and_port_is_stable(home):
+    root, env = home
+    first = cli(env, "server", "start")
+    assert first.returncode == 0, first.stderr
+    api = re.search(r"API (http://127\.0\.0\.1:\d+/api)", first.stdout).group(1)
+    assert api.endswith(f":{env['ECHOFLOW_SERVER_PORT']}/api")
+    ui = api.removesuffix("/api")
+    assert httpx.get(f"{ui}/ui-settings", timeout=10).json()["api_url"] == api
+    assert cli(env, "server", "stop").stdout.strip() == "stopped"
+    assert "not running" in cli(env, "server", "status").stdout
+    again = cli(env, "server", "start")
+    assert f"API {api}" in again.stdout, "the port changed across a restart"
+    # Another home gets the next free port, never this one's.
+    other = {**env, "ECHOFLOW_HOME": str(root / "other")}
+    try:
+        line = cli(other, "server", "start").stdout
+        assert "API http://127.0.0.1:" in line and f"API {api}" not in line
+    finally:
+        cli(other, "server", "stop")
+
+
+def test_plain_script_without_main_guard_records_on_the_local_api(home, tmp_path):
+    root, env = home
+    raws = ek60_copies(tmp_path / "raw", 2)
+    script = tmp_path / "convert_cruise.py"
+    script.write_text(textwrap.dedent(f"""
+        from echoflow.flows.batch import convert_batch
+
+        state = convert_batch(sources=[{str(raws[0])!r}, {str(raws[1])!r}], sonar_model="EK60",
+                              output_prefix={str(tmp_path / 'script-out')!r}, output_type="zarr",
+                              concurrency=2, return_state=True)
+        print("STATE", state.name)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("STATE Completed") == 1, proc.stdout  # workers did not re-run the script
+    for raw in raws:
+        assert (tmp_path / "script-out" / f"{raw.stem}.zarr" / ".echoflow.json").exists() or \
+            (tmp_path / "script-out" / f"{raw.stem}.zarr.echoflow.json").exists()
+    api = re.search(r"API (http://\S+/api)", cli(env, "server", "status").stdout).group(1)
+    runs = [r for r in flow_runs(api, "convert-batch")
+            if r["parameters"].get("output_prefix") == str(tmp_path / "script-out")]
+    assert [r["name"] for r in runs] == ["convert-batch · script-out · 2 files"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (scripts/sandbox/prepare.sh installs it)")
+def test_browser_shows_run_tasks_logs_and_summary(home, tmp_path):
+    from browser import chromium
+
+    root, env = home
+    out = tmp_path / "out"
+    proc = cli(env, "convert", str(EK60_RAW), "-m", "EK60", "-o", str(out), "-f", "zarr")
+    assert proc.returncode == 0, proc.stderr
+    ui = re.search(r"UI (http://127\.0\.0\.1:\d+)", proc.stderr).group(1)
+    [run] = [r for r in flow_runs(f"{ui}/api", "convert-batch") if r["parameters"]["output_prefix"] == str(out)]
+    name = f"convert-batch · out · {EK60_RAW.stem}"
+    assert run["name"] == name
+    with chromium(free_port()) as page:
+        page.open(f"{ui}/runs/flow-run/{run['id']}", name, "Completed", f"files to {out}",
+                  "Finished in state Completed")
+        page.click("Task Runs", f"convert {EK60_RAW.name}")
+        page.click("Artifacts", "echoflow-summary", "1 files: 1 converted")
