@@ -23,7 +23,6 @@ from echoflow import convert, storage
 from echoflow.flows.batch import convert_batch, finish, plan
 from echoflow.flows.common import run_logger, warn_on_credentials
 from echoflow.flows.runs import cruise_run_name, echoflow_flow
-from echoflow.flows.runs import cruise_run_name, echoflow_flow
 from echoflow.params import BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
 

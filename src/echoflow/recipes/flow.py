@@ -25,7 +25,6 @@ from echoflow.errors import one_line
 from echoflow.flows import batch
 from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
 from echoflow.flows.runs import echoflow_flow, record_recipe, recipe_run_name
-from echoflow.flows.runs import echoflow_flow, record_recipe, recipe_run_name
 from echoflow.params import ConvertRequest
 from echoflow.recipes.load import load_recipe, with_env_options
 from echoflow.recipes.plan import Job, Plan, is_complete, make_plan
@@ -214,7 +213,6 @@ def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 
     """
     log = run_logger()
     as_given = load_recipe(recipe, storage_options, env=False)
-    record_recipe(recipe, storage_options)
     record_recipe(recipe, storage_options)
     warn_on_credentials(storage_options, as_given.source.storage_options, as_given.output.storage_options)
     rec = with_env_options(as_given)
