@@ -23,7 +23,6 @@ from echoflow import convert, storage
 from echoflow.errors import FileCancelled, TransientIOError, one_line
 from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, emit, retry_transient
 from echoflow.flows.runs import batch_run_name, echoflow_flow, file_task_name
-from echoflow.flows.runs import batch_run_name, echoflow_flow, file_task_name
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
 from echoflow.stopping import Stop, on_signals

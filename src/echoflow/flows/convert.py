@@ -10,7 +10,6 @@ from prefect.cache_policies import NO_CACHE
 from echoflow import convert, storage
 from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, retry_transient
 from echoflow.flows.runs import convert_run_name, echoflow_flow, short
-from echoflow.flows.runs import convert_run_name, echoflow_flow, short
 from echoflow.params import ConvertRequest, OutputType
 
 if TYPE_CHECKING:
