@@ -203,22 +203,56 @@ def test_plan_applies_the_window_and_names_outputs(tmp_path: Path, good: str) ->
     assert [f.name for f in plan.listing.selected] == ["DY1801_EK60-D20180211-T164025.raw",
                                                        "DY1801_EK60-D20180211-T170025.raw"]
     out = tmp_path / "out"
-    assert plan.outputs("open_raw") == [f"{out}/open_raw/DY1801_EK60-D20180211-T164025.zarr",
-                                        f"{out}/open_raw/DY1801_EK60-D20180211-T170025.zarr"]
-    assert plan.outputs("compute_MVBS") == [f"{out}/compute_MVBS/dy1801.zarr"]
-    add_depth = plan.stages[-1].jobs[0]
-    assert add_depth.inputs == [f"{out}/compute_MVBS/dy1801.zarr"]
-    assert add_depth.echodata == f"{out}/combine_echodata/dy1801.zarr"
+    stems = ["DY1801_EK60-D20180211-T164025", "DY1801_EK60-D20180211-T170025"]
+    # one chain per file; combine_echodata is the cross-file step, not a per-file stage
+    assert [s.stage for s in plan.chains[0].steps] == ["open_raw", "compute_Sv", "compute_MVBS", "add_depth"]
+    # only the last stage is written per file (and per group: plan.cross); the rest stays in memory
+    assert plan.outputs("add_depth") == [f"{out}/add_depth/{s}.zarr" for s in stems]
+    assert plan.outputs("open_raw") == plan.outputs("compute_Sv") == []
+    assert plan.cross == ["add_depth"]
+    add_depth = plan.chains[0].steps[-1]
+    assert plan.chains[0].steps[add_depth.input].stage == "compute_MVBS"
     assert not out.exists()  # planning writes nothing
+
+
+def test_keep_writes_intermediates(tmp_path: Path, good: str) -> None:
+    touch(tmp_path / "raw", ["DY1801_EK60-D20180211-T164025.raw"])
+    plan = make_plan(load_recipe(good + "keep: [compute_Sv, combine_echodata]\n"))
+    out = tmp_path / "out"
+    stem = "DY1801_EK60-D20180211-T164025"
+    assert plan.outputs("compute_Sv") == [f"{out}/compute_Sv/{stem}.zarr"]
+    assert plan.outputs("open_raw") == [f"{out}/open_raw/{stem}.zarr"]  # what combine_echodata reads
+    assert plan.cross == ["combine_echodata", "add_depth"]
 
 
 def test_changed_parameter_changes_fingerprints_downstream_only(tmp_path: Path, good: str) -> None:
     touch(tmp_path / "raw", ["DY1801_EK60-D20180211-T164025.raw"])
-    a = make_plan(load_recipe(good))
-    b = make_plan(load_recipe(good.replace("range_bin: 20m", "range_bin: 10m")))
-    fa = {s.name: s.jobs[0].fingerprint for s in a.stages}
-    fb = {s.name: s.jobs[0].fingerprint for s in b.stages}
-    assert [n for n in fa if fa[n] != fb[n]] == ["compute_MVBS", "add_depth"]
+    a = make_plan(load_recipe(good)).chains[0].steps
+    b = make_plan(load_recipe(good.replace("range_bin: 20m", "range_bin: 10m"))).chains[0].steps
+    assert [x.stage for x, y in zip(a, b) if x.fingerprint != y.fingerprint] == ["compute_MVBS", "add_depth"]
+
+
+CROSS = [
+    ("keep names a stage not in the recipe", "keep: [compute_NASC]\n", 18, "keep[0]",
+     ["'compute_NASC' is not a stage of this recipe"]),
+    ("gap is no duration", "groups: {gap: often}\n", 18, "groups.gap", ["'often' is not a time bin"]),
+    ("groups need one rule", "groups: {}\n", 18, "groups", ["either schedule", "or gap"]),
+    ("MVBS bins must tile a day", None, 16, "stages[3].compute_MVBS.ping_time_bin", ["'7min'", "midnight"]),
+]
+
+
+@pytest.mark.parametrize("case, extra, line, key, words", CROSS, ids=[c[0] for c in CROSS])
+def test_cross_file_settings_are_checked(good: str, case: str, extra, line: int, key: str, words) -> None:
+    text = good + extra if extra else good.replace("ping_time_bin: 20s", "ping_time_bin: 7min")
+    err = error_of(text)
+    assert err.issues[0][:2] == (line, key), err
+    assert all(w in err.issues[0][2] for w in words), err
+
+
+def test_groups_need_combine(tmp_path: Path) -> None:
+    err = error_of(f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path}}}\n"
+                   "stages: [open_raw, compute_Sv]\ngroups: {gap: 30min}\n")
+    assert err.issues[0][:2] == (5, "groups") and "need combine_echodata" in err.issues[0][2]
 
 
 def test_empty_window_is_an_error(tmp_path: Path, good: str) -> None:

@@ -63,6 +63,7 @@ def print_plan(plan: Any) -> None:
         table.add_row(sp.name, str(len(sp.jobs)), str(done), str(len(sp.jobs) - done),
                       sp.jobs[0].output.removeprefix(prefix) if sp.jobs else "")
     out.print(table)
+    out.print(plan.describe(), highlight=False, soft_wrap=True)
 
 
 def print_results(data: dict[str, Any], prefix: str) -> None:
@@ -84,9 +85,7 @@ def _quiet() -> None:
     import logging
     import warnings
 
-    from echoflow._echopype import load
-
-    load()
+    # echopype itself runs in the worker processes (which quiet its loggers); this one never imports it
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("echopype"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -151,8 +151,12 @@ def absolute(recipe: Recipe) -> Recipe:
     def fix(path: Optional[str]) -> Optional[str]:
         return path if not path or "://" in path else str(Path(path).expanduser().resolve())
 
+    groups = recipe.groups
+    if groups is not None and groups.schedule:
+        groups = groups.model_copy(update={"schedule": fix(groups.schedule)})
     return recipe.model_copy(update={
         "xml_path": fix(recipe.xml_path),
+        "groups": groups,
         "source": recipe.source.model_copy(update={"url": fix(recipe.source.url)}),
         "output": recipe.output.model_copy(update={"prefix": fix(recipe.output.prefix)}),
     })

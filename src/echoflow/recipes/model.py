@@ -37,15 +37,13 @@ def _bin(value: Any, pattern: re.Pattern, example: str, unit: str) -> str:
 def _time_bin(value: Any) -> str:
     import pandas as pd
 
-    from echoflow._echopype import load
-
-    load()  # echopype's import settings first (see echoflow._echopype)
-    from echopype.commongrid.utils import ping_time_bin_parsing_and_conversion
-
+    # What echopype's compute_MVBS accepts (a pandas duration whose finest unit it names),
+    # checked with pandas alone so a recipe is validated without importing echopype.
     try:
-        ok = isinstance(value, str) and pd.Timedelta(value) > pd.Timedelta(0)
+        td = pd.Timedelta(value) if isinstance(value, str) else None
+        ok = td is not None and td > pd.Timedelta(0) and \
+            td.resolution_string.lower() in ("d", "h", "min", "s", "ms", "us", "ns")
         pd.tseries.frequencies.to_offset(value)
-        ping_time_bin_parsing_and_conversion(value)  # what echopype does with it
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
@@ -213,6 +211,24 @@ class Quicklook(_Strict):
     max_artifacts: int = Field(default=12, ge=0)  # image artifacts per run (each holds its PNG)
 
 
+class Groups(_Strict):
+    """How files form the groups that cross-file stages run on (default: one group)."""
+
+    schedule: Optional[str] = None  # CSV path / URL: name,start,end (UTC) per transect
+    gap: Optional[str] = None  # a new group starts after a pause in the data longer than this
+
+    @field_validator("gap", mode="before")
+    @classmethod
+    def _gap(cls, v: Any) -> Any:
+        return None if v is None else _time_bin(v)
+
+    @model_validator(mode="after")
+    def _one(self) -> "Groups":
+        if (self.schedule is None) == (self.gap is None):
+            raise ValueError("give either schedule (a CSV of name,start,end) or gap (e.g. '30min')")
+        return self
+
+
 class Recipe(_Strict):
     name: str = "combined"
     source: Source
@@ -222,6 +238,8 @@ class Recipe(_Strict):
     stages: list[Stage] = Field(min_length=1)
     concurrency: int = Field(default=0, ge=0, le=256)
     quicklook: Quicklook = Field(default_factory=Quicklook)
+    keep: list[str] = Field(default_factory=list)  # stages whose per-file outputs are written too
+    groups: Optional[Groups] = None
 
     @field_validator("name")
     @classmethod
@@ -348,7 +366,31 @@ def check_stages(recipe: Recipe) -> list[Issue]:
                                                f"source.values has no {missing_values[0]!r}"))
     except ValueError as exc:
         issues.append((("source", "path"), str(exc)))
+    issues += cross_file_issues(recipe)
     s = recipe.source
     if s.start and s.end and s.end <= s.start:
         issues.append((("source", "end"), f"end {s.end} is not after start {s.start}"))
+    return issues
+
+
+def cross_file_issues(recipe: Recipe) -> list[Issue]:
+    """`keep` names stages of the recipe; groups and per-file merging need what they merge."""
+    import pandas as pd
+
+    names = recipe.stage_names
+    issues: list[Issue] = []
+    for i, name in enumerate(recipe.keep):
+        if name not in names:
+            issues.append((("keep", i), f"{name!r} is not a stage of this recipe; expected one of: "
+                                        f"{', '.join(names)}"))
+    if "combine_echodata" not in names:
+        if recipe.groups is not None:
+            issues.append((("groups",), "groups need combine_echodata: only cross-file stages run per group"))
+        return issues
+    mvbs = names.index("compute_MVBS") if "compute_MVBS" in names else None
+    p = recipe.stage("compute_MVBS")
+    if p is not None and pd.Timedelta("1D") % pd.Timedelta(p.ping_time_bin) != pd.Timedelta(0):
+        issues.append((("stages", mvbs, "compute_MVBS", "ping_time_bin"),
+                       f"{p.ping_time_bin!r} does not divide a day; per-file MVBS are merged on bins "
+                       "counted from midnight, so use e.g. '20s', '5min' or '1h'"))
     return issues

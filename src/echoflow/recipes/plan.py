@@ -1,17 +1,23 @@
-"""From a recipe to the work: which raw files, and for each stage which output from which
-inputs. Planning reads listings and completion markers only; it writes nothing.
+"""What a recipe will do: one chain of stages per raw file, then cross-file outputs per group.
 
-Outputs are `<output.prefix>/<stage>/<item>.zarr`, where an item is one raw file (named
-by its stem) or, after combine_echodata, the recipe's `name`. Each output's marker holds
-a fingerprint of everything it was made from (stage parameters, the fingerprints of its
-inputs, the echopype version), so a complete output is reused only when it is the output
-this recipe asks for; changing a parameter recomputes that stage and those after it.
+Every stage but `combine_echodata` runs per file, in one chain, with the data in memory.
+A chain writes the outputs the recipe asks for: its last stage, the stages in `keep`, and
+what the cross-file step reads. With `combine_echodata`, the last stage (and the combined
+EchoData when kept) also gets one output per group of files, made from the per-file outputs.
+Planning reads the source listing only; it writes nothing.
+
+Outputs are `<output.prefix>/<stage>/<item>.zarr`, where an item is a raw file (its stem)
+or a group (the recipe's `name`, or a transect's). Each output's marker holds a
+fingerprint of everything it was made from (stage parameters, its inputs' fingerprints,
+the echopype version), so a complete output is reused only when it is the output this
+recipe asks for; changing a parameter recomputes that stage and those after it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from importlib.metadata import version
 from typing import Any, Optional
 
 from pydantic import BaseModel
@@ -21,6 +27,7 @@ from echoflow.errors import InputNotFound, ParameterError
 from echoflow.recipes.model import Recipe, wiring
 
 EXT = ".zarr"
+COMBINE = "combine_echodata"
 
 
 def fingerprint(**parts: Any) -> str:
@@ -29,17 +36,49 @@ def fingerprint(**parts: Any) -> str:
 
 
 class Job(BaseModel):
-    """One stage on one item: paths in, path out (datasets never travel between tasks)."""
+    """One output: a stage on an item (a file, or a group of files)."""
 
     stage: str
     item: str
     params: dict[str, Any]
     inputs: list[str]
-    echodata: Optional[str] = None  # add_depth / add_location read the EchoData too
     output: str
     fingerprint: str
     sonar_model: str
     storage_options: dict[str, Any] = {}
+
+
+class Step(BaseModel):
+    """One stage of a file's chain; `input` is the step whose dataset it reads."""
+
+    stage: str
+    params: dict[str, Any]
+    input: Optional[int] = None
+    output: Optional[str] = None  # None: the result stays in memory
+    fingerprint: str
+
+
+class FileChain(BaseModel):
+    """Everything a worker process needs to take one raw file through its stages."""
+
+    item: str
+    source: str
+    bytes: int = 0
+    sonar_model: str
+    xml_path: Optional[str] = None
+    source_options: dict[str, Any] = {}
+    output_options: dict[str, Any] = {}
+    steps: list[Step]
+
+    def jobs(self) -> list[Job]:
+        out = []
+        for i, s in enumerate(self.steps):
+            if s.output:
+                src = self.source if i == 0 else self.steps[s.input or 0].output or self.source
+                out.append(Job(stage=s.stage, item=self.item, params=s.params, inputs=[src], output=s.output,
+                               fingerprint=s.fingerprint, sonar_model=self.sonar_model,
+                               storage_options=self.output_options))
+        return out
 
 
 class StagePlan(BaseModel):
@@ -50,7 +89,29 @@ class StagePlan(BaseModel):
 class Plan(BaseModel):
     recipe: Recipe
     listing: discover.Listing
-    stages: list[StagePlan]
+    chains: list[FileChain]
+    cross: list[str]  # stages with one output per group (empty without combine_echodata)
+
+    @property
+    def stages(self) -> list[StagePlan]:
+        """The per-file outputs, stage by stage (group outputs depend on the data's times)."""
+        by: dict[str, list[Job]] = {}
+        for c in self.chains:
+            for j in c.jobs():
+                by.setdefault(j.stage, []).append(j)
+        return [StagePlan(name=s, jobs=by[s]) for s in self.recipe.stage_names if s in by]
+
+    def describe(self) -> str:
+        """What runs where, in one line: the per-file chain, what it writes, the group step."""
+        steps = self.chains[0].steps
+        text = (f"per file: {' → '.join(s.stage for s in steps)} (in memory; written: "
+                f"{', '.join(s.stage for s in steps if s.output)})")
+        if self.cross:
+            g = self.recipe.groups
+            how = "one group" if g is None else (f"groups by transect schedule {g.schedule}" if g.schedule
+                                                  else f"a new group after each pause longer than {g.gap}")
+            text += f"; after {COMBINE}, per group ({how}): {', '.join(self.cross)}"
+        return text
 
     def outputs(self, stage: str) -> list[str]:
         return [j.output for s in self.stages if s.name == stage for j in s.jobs]
@@ -66,10 +127,27 @@ def list_source(recipe: Recipe) -> discover.Listing:
                              s.storage_options, s.start, s.end)
 
 
-def make_plan(recipe: Recipe) -> Plan:
-    """Every job of every stage, in order. Raises when the source holds nothing to process."""
-    from echoflow._echopype import load
+def cross_stages(recipe: Recipe) -> list[str]:
+    names = recipe.stage_names
+    if COMBINE not in names:
+        return []
+    last = names[-1]
+    return ([COMBINE] if COMBINE in recipe.keep and last != COMBINE else []) + [last]
 
+
+def reduce_input(recipe: Recipe, stage: str) -> str:
+    """The per-file stage whose outputs a group output is made from."""
+    names = [n for n in recipe.stage_names if n != COMBINE]
+    if stage == COMBINE:
+        return "open_raw"
+    if stage == "compute_NASC":  # distance runs across files: NASC is computed on the joined input
+        links, _ = wiring(recipe.stages)
+        return recipe.stage_names[links[recipe.stage_names.index(stage)].input or 0]
+    return stage if stage in names else names[-1]
+
+
+def make_plan(recipe: Recipe) -> Plan:
+    """Every file's chain. Raises when the source holds nothing to process."""
     listing = list_source(recipe)
     if not listing.selected:
         raise InputNotFound(f"{listing.folder}: nothing to process ({listing.headline()}; "
@@ -80,51 +158,56 @@ def make_plan(recipe: Recipe) -> Plan:
         if other != f.url:
             raise ParameterError(f"{f.name} and {storage.shown(other)} would share the output "
                                  f"{storage.stem(f.url)}{EXT}; narrow source.pattern")
+    if recipe.name in stems and COMBINE in recipe.stage_names:
+        raise ParameterError(f"the recipe's name {recipe.name!r} is also a file's name; their outputs "
+                             "would collide: choose another name")
     links, _ = wiring(recipe.stages)
-    opts = recipe.output.storage_options
-    common = dict(sonar_model=recipe.sonar_model, storage_options=opts)
+    cross = cross_stages(recipe)
+    written = set(recipe.keep) | {recipe.stage_names[-1]} | {reduce_input(recipe, s) for s in cross}
     xml = storage.public_url(recipe.xml_path) if recipe.xml_path else None
-    version = load().__version__
+    echopype = version("echopype")  # not the import: planning never waits for echopype
+    chains = []
+    for f in listing.selected:
+        item = storage.stem(f.url)
+        steps: list[Step] = []
+        index: dict[int, int] = {}  # recipe stage index -> step index
+        for i, (st, link) in enumerate(zip(recipe.stages, links)):
+            if st.name == COMBINE:
+                index[i] = index[link.input or 0]
+                continue
+            params = st.params.model_dump(exclude_none=True)
+            src = index.get(link.input) if link.input is not None else None
+            fp = fingerprint(stage=st.name, params=params, echopype=echopype,
+                             input=steps[src].fingerprint if src is not None else None,
+                             echodata=steps[0].fingerprint if steps else None,
+                             **({"source": storage.public_url(f.url), "xml": xml, "sonar_model": recipe.sonar_model}
+                                if st.name == "open_raw" else {}))
+            out = stage_output(recipe, st.name, item) if st.name in written else None
+            index[i] = len(steps)
+            steps.append(Step(stage=st.name, params=params, input=src, output=out, fingerprint=fp))
+        chains.append(FileChain(item=item, source=f.url, bytes=f.bytes, sonar_model=recipe.sonar_model,
+                                xml_path=recipe.xml_path, source_options=recipe.source.storage_options,
+                                output_options=recipe.output.storage_options, steps=steps))
+    return Plan(recipe=recipe, listing=listing, chains=chains, cross=cross)
 
-    plans: list[StagePlan] = []
-    echodata_jobs: dict[str, Job] = {}  # item -> job whose output is that item's EchoData
-    for i, (st, link) in enumerate(zip(recipe.stages, links)):
-        params = st.params.model_dump(exclude_none=True)
-        jobs: list[Job] = []
-        if st.name == "open_raw":
-            for f in listing.selected:
-                item = storage.stem(f.url)
-                fp = fingerprint(stage=st.name, source=storage.public_url(f.url), xml=xml, **params,
-                                 sonar_model=recipe.sonar_model)
-                jobs.append(Job(stage=st.name, item=item, params=params, inputs=[f.url],
-                                output=stage_output(recipe, st.name, item), fingerprint=fp, **common))
-        elif st.name == "combine_echodata":
-            parts = plans[link.input].jobs
-            fp = fingerprint(stage=st.name, params=params, inputs=[j.fingerprint for j in parts],
-                             echopype=version)
-            jobs.append(Job(stage=st.name, item=recipe.name, params=params,
-                            inputs=[j.output for j in parts],
-                            output=stage_output(recipe, st.name, recipe.name), fingerprint=fp, **common))
-        else:
-            for src in plans[link.input].jobs:
-                eds = echodata_jobs.get(src.item) if st.name.startswith("add_") else None
-                fp = fingerprint(stage=st.name, params=params, input=src.fingerprint,
-                                 echodata=eds.fingerprint if eds else None, echopype=version)
-                jobs.append(Job(stage=st.name, item=src.item, params=params, inputs=[src.output],
-                                echodata=eds.output if eds else None,
-                                output=stage_output(recipe, st.name, src.item), fingerprint=fp, **common))
-        if link.kind == "echodata":
-            echodata_jobs = {j.item: j for j in jobs}
-        plans.append(StagePlan(name=st.name, jobs=jobs))
-    return Plan(recipe=recipe, listing=listing, stages=plans)
+
+def complete(plan: Plan, overwrite: bool = False) -> dict[str, dict[str, Any]]:
+    """Completion records of the plan's per-file outputs: one listing per stage folder."""
+    if overwrite:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    prefix = plan.recipe.output.prefix.rstrip("/")
+    for sp in plan.stages:
+        out.update(storage.complete_outputs(f"{prefix}/{sp.name}", [j.output for j in sp.jobs],
+                                            plan.recipe.output.storage_options))
+    return out
+
+
+def is_done(job: Job, records: dict[str, dict[str, Any]]) -> bool:
+    return (records.get(job.output) or {}).get("fingerprint") == job.fingerprint
 
 
 def is_complete(job: Job) -> bool:
     """Whether the job's output is complete and was made from what this job would use."""
     record = storage.read_marker(job.output, job.storage_options)
-    if record is None:
-        return False
-    if job.stage == "open_raw":  # written by echoflow.convert: its own record
-        return record.get("source_url") == storage.public_url(job.inputs[0]) and \
-            record.get("sonar_model") == job.sonar_model
-    return record.get("fingerprint") == job.fingerprint
+    return record is not None and record.get("fingerprint") == job.fingerprint
