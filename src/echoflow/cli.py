@@ -326,8 +326,15 @@ def main() -> None:
         raise
     except EchoflowError as exc:
         status[0] = 2
-        err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False)
+        err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - still one line; ECHOFLOW_DEBUG=1 shows the traceback
+        if os.environ.get("ECHOFLOW_DEBUG"):
+            raise
+        status[0] = 1
+        err.print(f"[bold red]error:[/] {one_line(exc)} (ECHOFLOW_DEBUG=1 shows where)",
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

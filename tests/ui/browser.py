@@ -17,6 +17,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--window-size=1600,4000"]  # tall: lists render only the rows in view
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Page:
     def __init__(self, ws: Any) -> None:
         self.ws, self.n = ws, 0

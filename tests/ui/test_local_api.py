@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
+from echoflow.storage import read_marker
 from samples import EK60_RAW
+from browser import free_port
 from util import ek60_copies
 
 EXE = str(Path(sys.executable).parent / "echoflow")
@@ -79,8 +80,7 @@ def test_plain_script_without_main_guard_records_on_the_local_api(home, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("STATE Completed") == 1, proc.stdout  # workers did not re-run the script
     for raw in raws:
-        assert (tmp_path / "script-out" / f"{raw.stem}.zarr" / ".echoflow.json").exists() or \
-            (tmp_path / "script-out" / f"{raw.stem}.zarr.echoflow.json").exists()
+        assert read_marker(str(tmp_path / "script-out" / f"{raw.stem}.zarr"), {}) is not None
     api = re.search(r"API (http://\S+/api)", cli(env, "server", "status").stdout).group(1)
     runs = [r for r in flow_runs(api, "convert-batch")
             if r["parameters"].get("output_prefix") == str(tmp_path / "script-out")]
@@ -104,3 +104,29 @@ def test_browser_shows_run_tasks_logs_and_summary(home, tmp_path):
                   "Finished in state Completed")
         page.click("Task Runs", f"convert {EK60_RAW.name}")
         page.click("Artifacts", "echoflow-summary", "1 files: 1 converted")
+
+
+def test_notebook_records_on_the_local_api(home, tmp_path):
+    """A Jupyter kernel: no file for spawn to re-import, an event loop already running."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    root, env = home
+    raws = ek60_copies(tmp_path / "raw", 2)
+    out = tmp_path / "nb-out"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from echoflow.flows.batch import convert_batch"),
+        nbformat.v4.new_code_cell(
+            f"state = convert_batch(sources={[str(r) for r in raws]!r}, sonar_model='EK60',\n"
+            f"                      output_prefix={str(out)!r}, output_type='zarr', concurrency=2,\n"
+            "                      return_state=True)\n"
+            "print('STATE', state.name)"),
+    ])
+    NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+                   ).execute(env=env)
+    printed = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.get("output_type") == "stream")
+    assert "STATE Completed" in printed, nb.cells[1].outputs
+    api = re.search(r"API (http://\S+/api)", cli(env, "server", "status").stdout).group(1)
+    runs = [r for r in flow_runs(api, "convert-batch") if r["parameters"].get("output_prefix") == str(out)]
+    assert [r["name"] for r in runs] == ["convert-batch · nb-out · 2 files"]
+    assert runs[0]["state_type"] == "COMPLETED"
