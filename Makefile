@@ -7,15 +7,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TOOLS ?= .tools
 UV_VERSION ?= 0.13.9
-# helm and kubectl from PATH when present, else fetched into $(TOOLS) by `make tools`.
+# helm, kubectl and kind from PATH when present, else fetched into $(TOOLS) by `make tools`.
 HELM ?= $(shell command -v helm 2>/dev/null || echo $(CURDIR)/$(TOOLS)/helm)
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CURDIR)/$(TOOLS)/kubectl)
-export HELM KUBECTL
+KIND ?= $(shell command -v kind 2>/dev/null || echo $(CURDIR)/$(TOOLS)/kind)
+export HELM KUBECTL KIND
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REVISION := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-IMAGE_REPO ?= echoflow
-IMAGE_TAG ?= $(VERSION)-$(REVISION)
+# The image tag is the package version, which is the chart's appVersion (its default image
+# tag): what `make image` builds, `make image-push` and the release workflow publish.
+# REGISTRY=ghcr.io/org pushes ghcr.io/org/echoflow:<version>; IMAGE_TAG=... for other builds.
+REGISTRY ?=
+IMAGE_REPO ?= $(if $(REGISTRY),$(REGISTRY)/echoflow,echoflow)
+IMAGE_TAG ?= $(VERSION)
 IMAGE ?= $(IMAGE_REPO):$(IMAGE_TAG)
 BASE_IMAGE ?=
 CA_BUNDLE ?=
@@ -27,8 +32,9 @@ OUT ?= out
 export IMAGE IMAGE_REPO IMAGE_TAG VERSION REVISION BASE_IMAGE CA_BUNDLE KIND_CLUSTER CHART_REPO
 
 .PHONY: help
-help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## List the targets (colour only on a terminal)
+	@if [ -t 1 ]; then c='\033[36m'; r='\033[0m'; else c=; r=; fi; \
+	awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %s%-14s%s %s\n", c, $$1, r, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,14 +55,22 @@ demo: install ## Convert the sample EK60 and AZFP files in data/ into ./out (no 
 lock: install ## Re-resolve constraints.txt (then run `make test` before committing it)
 	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --no-header -o constraints.txt
 
-.PHONY: tools
-tools: $(if $(findstring $(TOOLS),$(HELM)),$(TOOLS)/helm) ## Fetch helm + kubectl into .tools when not on PATH
+# Fetch the named tools that are neither on PATH nor in $(TOOLS) (scripts/fetch-tools.sh).
+define fetch_missing
+	@missing=""; for t in $(1); do command -v $$t >/dev/null || [ -x $(TOOLS)/$$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then scripts/fetch-tools.sh $(TOOLS) $$missing; fi
+endef
 
-$(TOOLS)/helm:
-	scripts/fetch-tools.sh $(TOOLS)
+.PHONY: tools
+tools: ## Fetch helm, kubectl and kind (those not on PATH) into .tools, SHA-256 checked
+	$(call fetch_missing,helm kubectl kind)
+
+.PHONY: chart-tools
+chart-tools: ## Fetch helm and kubectl only (what the tests need; no kind)
+	$(call fetch_missing,helm kubectl)
 
 .PHONY: test
-test: install tools ## Run the whole test suite (unit, flows, chart, image and pod replay)
+test: install chart-tools ## Run the whole test suite (unit, flows, chart, image and pod replay)
 	$(BIN)/pytest
 
 .PHONY: test-fast
@@ -71,17 +85,23 @@ bench: install ## Benchmarks: sequential echopype vs process pool vs echoflow (p
 image: ## Build the image $(IMAGE) (BASE_IMAGE=..., CA_BUNDLE=path for TLS-inspecting proxies)
 	scripts/build-image.sh
 
+.PHONY: image-push
+image-push: ## Build and push $(IMAGE) (REGISTRY=registry.example/team; docker login first)
+	@[ -n "$(REGISTRY)" ] || { echo "image-push: set REGISTRY, e.g. make image-push REGISTRY=ghcr.io/org (pushes <REGISTRY>/echoflow:$(IMAGE_TAG))" >&2; exit 2; }
+	scripts/build-image.sh
+	docker push $(IMAGE)
+
 .PHONY: chart-lint
-chart-lint: tools ## helm lint the chart with its defaults and every k8s/values-*.yaml
+chart-lint: chart-tools ## helm lint the chart with its defaults and every k8s/values-*.yaml
 	$(HELM) lint $(CHART_DIR) --strict
 	for f in k8s/values-*.yaml; do $(HELM) lint $(CHART_DIR) --strict -f $$f || exit 1; done
 
 .PHONY: chart-test
-chart-test: install tools ## Render, schema-validate and check the chart (no cluster)
+chart-test: install chart-tools ## Render, schema-validate and check the chart (no cluster)
 	$(BIN)/pytest tests/chart
 
 .PHONY: chart-package
-chart-package: tools ## Package the chart as a versioned .tgz + index.yaml, or push to CHART_REPO=oci://...
+chart-package: chart-tools ## Package the chart as a versioned .tgz + index.yaml, or push to CHART_REPO=oci://...
 	scripts/chart-package.sh
 
 .PHONY: kind-up

@@ -7,7 +7,8 @@
 Both read PREFECT_API_URL (and PREFECT_API_KEY / PREFECT_API_AUTH_STRING) from the
 environment and refuse to run without it: a Prefect client without a URL would start a
 throwaway local server and "pass". The deployments checked are every flow of
-echoflow.deploy.FLOWS, read at run time, so a flow added there is checked too.
+echoflow.deploy.FLOWS that deploy registers, read at run time, so a flow added there is
+checked too.
 """
 
 from __future__ import annotations
@@ -123,19 +124,22 @@ async def _check(pool_name: str, deployments: list[str], template: Optional[Path
             if online:
                 _say(f"ok: worker(s) online: {', '.join(online)}")
                 break
+            _say(f"waiting for a worker on {pool_name!r}")
             if time.monotonic() >= deadline:
                 raise CheckFailed(f"no worker online for work pool {pool_name!r}")
-            _say(f"waiting for a worker on {pool_name!r}")
             await asyncio.sleep(5)
 
 
 def expected_deployments(deployment_name: Optional[str]) -> list[str]:
-    """<flow>/<name> for every flow `echoflow deploy` registers; none without a name."""
+    """<flow>/<name> for every flow `echoflow deploy` registers with this environment (the
+    watch flow only with ECHOFLOW_WATCH, as deploy decides); none without a name."""
     if not deployment_name:
         return []
-    from echoflow.deploy import FLOWS
+    from echoflow import deploy
 
-    return [f"{flow}/{deployment_name}" for flow in FLOWS]
+    watched = getattr(deploy, "WATCH", None)
+    registers_watch = watched is not None and deploy.watch_settings() is not None
+    return [f"{flow}/{deployment_name}" for flow in deploy.FLOWS if flow != watched or registers_watch]
 
 
 @cluster_app.command("wait-for-api")

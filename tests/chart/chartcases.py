@@ -10,6 +10,32 @@ VALUE_SETS: dict[str, dict] = {
     "postgres": {"files": [], "set": {"server.database.existingSecret": "prefect-db"}},
     "jobs-namespace": {"files": [], "set": {"flowRuns.namespace": "echoflow-jobs",
                                             "flowRuns.s3.existingSecret": "echoflow-s3"}},
+    # Auth and NetworkPolicy off: the chart's server open to whoever reaches it.
+    "open": {"files": [], "set": {"server.auth.enabled": False, "networkPolicy.enabled": False}},
+    # PostgreSQL with two rolling replicas, PDBs, an Ingress with TLS, the ingress controller
+    # and a VPN range admitted, the auth string from an existing Secret, pod extras.
+    "postgres-ha": {"files": [], "set": {
+        "server.database.existingSecret": "prefect-db", "server.replicas": 2,
+        "server.podDisruptionBudget.enabled": True, "worker.podDisruptionBudget.enabled": True,
+        "server.ingress.enabled": True, "server.ingress.host": "echoflow.example.org",
+        "server.ingress.className": "nginx", "server.ingress.tlsSecret": "echoflow-tls",
+        "server.uiApiUrl": "https://echoflow.example.org/api",
+        "networkPolicy.extraFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name": "ingress-nginx",
+        "networkPolicy.allowedCIDRs[0]": "10.8.0.0/16", "server.auth.existingSecret": "prefect-auth",
+        "server.service.annotations.example\\.org/team": "acoustics", "server.podLabels.team": "acoustics",
+        "server.priorityClassName": "echoflow-high", "worker.extraEnvFrom[0].configMapRef.name": "proxy-settings",
+        "server.topologySpreadConstraints[0].maxSkew": 1,
+        "server.topologySpreadConstraints[0].topologyKey": "topology.kubernetes.io/zone",
+        "server.topologySpreadConstraints[0].whenUnsatisfiable": "ScheduleAnyway",
+        "server.topologySpreadConstraints[0].labelSelector.matchLabels.app\\.kubernetes\\.io/component": "server",
+        "deployments.nodeSelector.pool": "system", "tests.tolerations[0].operator": "Exists",
+        "flowRuns.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key": "pool",
+        "flowRuns.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator": "In",
+        "flowRuns.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]": "conversions",
+        "flowRuns.priorityClassName": "echoflow-batch"}},
+    # An existing self-hosted API with basic auth, flow runs in their own namespace.
+    "external-auth-jobs-namespace": {"files": ["k8s/values-existing-server.yaml"],
+                                     "set": {"flowRuns.namespace": "echoflow-jobs"}},
 }
 RELEASE = "echoflow"
 NAMESPACE = "sonar"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import jobtemplate as jt
+from echoflow.cluster import expected_deployments
 from echoflow.deploy import FLOWS
 
 BIN = Path(sys.executable).parent
@@ -54,7 +55,8 @@ def installed(prefect_server, render, tmp_path_factory):
     template = jt.base_job_template(render("defaults"))
     pool = f"echoflow-{uuid.uuid4().hex[:6]}"
     deployment = f"echoflow-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_install(pool, template, deployment, list(FLOWS)))
+    flows = [name.split("/")[0] for name in expected_deployments(deployment)]
+    asyncio.run(_install(pool, template, deployment, flows))
     path = tmp_path_factory.mktemp("bjt") / "base-job-template.json"
     path.write_text(json.dumps(template))
     return prefect_server, pool, deployment, path
@@ -124,9 +126,19 @@ def test_check_passes_and_derives_deployments_from_flows(installed, tmp_path):
                     api_url=url, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"ok: work pool '{pool}' (kubernetes)" in proc.stdout
-    for flow in FLOWS:  # every flow deploy registers, none hard-coded
-        assert f"ok: deployment '{flow}/{deployment}' on pool '{pool}'" in proc.stdout
+    for name in expected_deployments(deployment):  # what deploy registers, none hard-coded
+        assert f"ok: deployment '{name}' on pool '{pool}'" in proc.stdout
     assert "echoflow installation OK" in proc.stdout
+
+
+def test_expected_deployments_follow_deploy():
+    """Every flow of FLOWS but the watch flow, which deploy registers only with ECHOFLOW_WATCH."""
+    from echoflow import deploy
+
+    names = expected_deployments("d")
+    assert names == [f"{f}/d" for f in deploy.FLOWS if f != getattr(deploy, "WATCH", None)]
+    assert {"convert-raw-sonar/d", "convert-batch/d", "convert-cruise/d", "run-recipe/d"} <= set(names)
+    assert expected_deployments(None) == []
 
 
 def test_check_without_deployments(installed, tmp_path):
