@@ -301,7 +301,7 @@ def load_state(url: str, options: Optional[dict[str, Any]]) -> dict[str, Entry]:
     """The entries a scheduled run left; none (a fresh start, markers decide) when absent or torn."""
     fs, path = storage.filesystem(url, options)
     try:
-        doc = json.loads(fs.cat_file(path))
+        doc = json.loads(fs.cat_file(path, start=0))  # a range: s3fs reads whole objects after a HEAD
         return {u: Entry(**e) for u, e in doc["files"].items()}
     except FileNotFoundError:
         return {}
