@@ -93,12 +93,14 @@ def convert(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table: failures and exit code only"),
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
+    from echoflow.display import LibraryOutput
     from echoflow.storage import is_glob, is_manifest
     from echoflow.workers import Workers, available_cpus
 
     # echopype takes seconds to import: worker processes load it while this process starts
     # Prefect, so this process never imports it.
     many = len(sources) > 1 or any(is_glob(s) or is_manifest(s) for s in sources)
+    library = LibraryOutput(not verbose, (err,)).__enter__()  # workers' library warnings: to the run log
     pool = Workers(concurrency or available_cpus() if many else 1)
     pool.__enter__()
     try:
@@ -106,6 +108,7 @@ def convert(
                  input_option, output_option, verbose, json_out, quiet)
     finally:
         pool.__exit__(None, None, None)
+        library.__exit__(None, None, None)
 
 
 def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: str, output_type: str,
@@ -115,6 +118,8 @@ def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: st
     from echoflow.home import foreground_run, use_embedded_default
     from echoflow.workers import using
 
+    if not verbose:  # read once, at Prefect's import
+        os.environ.setdefault("PREFECT_LOGGING_INTERNAL_LEVEL", "CRITICAL")
     where = use_embedded_default(quiet=not verbose)
     if not (quiet or json_out):
         err.print(f"[dim]runs recorded in: {where}[/]", highlight=False, soft_wrap=True)
@@ -125,6 +130,8 @@ def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: st
     from echoflow.params import BatchRequest
     from echoflow.report import Summary
 
+    if not verbose:
+        quiet_prefect_internals()  # after Prefect's import, which sets its loggers' levels
     in_opts = storage_options(input_option, "--input-option", "input")
     if anon:
         in_opts["anon"] = True
@@ -153,13 +160,19 @@ def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: st
             if counts["done"] == counts["total"]:
                 pool.release()  # every file is done: the workers exit while Prefect wraps up
 
-        remove = add_listener(on_event)
+        seen: list[Any] = []
+        remove = add_listener(lambda kind, value: seen.append(value) if kind == "file" else None)
+        remove_bar = add_listener(on_event)
         try:
             with using(pool), foreground_run():
                 state = convert_batch(**params, return_state=True)
+            display.note_run(state)
+            result = state.result(raise_on_failure=False)
+        except Exception as exc:  # noqa: BLE001 - the API failed us; the files' own results stand
+            result = api_lost(seen, counts["total"], where, exc)
         finally:
             remove()
-    result = state.result(raise_on_failure=False)
+            remove_bar()
     if isinstance(result, BaseException):
         fail(one_line(result))
     summary = Summary.model_validate(result)
@@ -169,7 +182,27 @@ def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: st
         display.print_errors(err, [f.error for f in summary.files if f.error])
     else:
         display.print_summary(out, summary, out_prefix)
-    raise typer.Exit(0 if summary.ok else 1)
+    raise typer.Exit(summary.exit_code())
+
+
+def quiet_prefect_internals() -> None:
+    """Prefect's log service prints a raw '--- Error logging to API ---' when the API goes
+    away (its other services obey PREFECT_LOGGING_INTERNAL_LEVEL); the CLI says it once."""
+    logging.raiseExceptions = False
+
+
+def api_lost(seen: list[Any], total: int, where: str, exc: BaseException) -> Any:
+    """The Prefect API went away mid-run: when every file reported, their results are the
+    summary (one line says the run's record is incomplete); otherwise fail with one line."""
+    from echoflow.report import Summary
+
+    if total < 0 or len(seen) < total:
+        fail(f"lost the Prefect API at {where} during the run ({one_line(exc)[:200]}); "
+             "files already converted are complete, run again to finish the rest")
+    quiet_prefect_internals()  # its event and log services retry in the background until exit
+    err.print(f"[yellow]warning:[/] the run's record could not be written to {where} "
+              f"({one_line(exc)[:200]}); the files below are as converted", highlight=False, soft_wrap=True)
+    return Summary(files=seen).model_dump()
 
 
 def _pydantic_message(exc: ValueError) -> str:

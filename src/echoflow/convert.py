@@ -53,6 +53,8 @@ def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
         integrity.check_raw(raw, req.sonar_model)
     except RawFileError as exc:
         raise RawFileError(str(exc).replace(raw, where, 1)) from None
+    if xml and req.sonar_model == "AZFP":
+        integrity.check_azfp_xml(xml, storage.shown(req.xml_path or xml))
     try:
         ed = echopype.open_raw(
             raw, sonar_model=req.sonar_model, xml_path=xml, convert_params=req.convert_params

@@ -66,5 +66,24 @@ def _cut(path: str, offset: int, size: int) -> str:
 
 def check_raw(path: str, sonar_model: str) -> None:
     """Run the structural check that exists for this model's format, if any."""
+    if Path(path).stat().st_size == 0:
+        raise RawFileError(f"{path}: 0 bytes; the file is empty (an interrupted transfer?): fetch it again")
     if sonar_model in SIMRAD_MODELS:
         check_simrad_framing(path, sonar_model)
+
+
+def check_azfp_xml(xml: str, shown_as: str) -> None:
+    """An AZFP instrument XML parses and is an AZFP configuration (echopype's own errors for
+    a wrong XML name neither the XML nor the problem)."""
+    import xml.etree.ElementTree as ET
+
+    if Path(xml).stat().st_size == 0:
+        raise RawFileError(f"{shown_as}: 0 bytes; the instrument XML is empty")
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as exc:
+        raise RawFileError(f"{shown_as}: not a readable XML file ({exc}); pass the AZFP instrument XML "
+                           "(.XML) that belongs to these files with --xml") from None
+    if root.tag != "AZFP" or root.find(".//Phases") is None or root.find(".//Frequency") is None:
+        raise RawFileError(f"{shown_as}: not an AZFP instrument configuration (root <{root.tag}>, expected <AZFP> "
+                           "with <Phases> and <Frequency>); pass the .XML written by the instrument with --xml")

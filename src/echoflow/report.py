@@ -34,6 +34,12 @@ class Summary(BaseModel):
     def ok(self) -> bool:
         return self.failed == 0 and self.count("cancelled") == 0
 
+    def exit_code(self) -> int:
+        """0 when every file is complete; 128 + signal when a signal stopped the run; else 1."""
+        if self.stopped:
+            return 128 + self.stopped
+        return 0 if self.ok else 1
+
     def headline(self) -> str:
         return (f"{len(self.files)} files: {self.count('converted')} converted, "
                 f"{self.count('skipped')} skipped (already complete), {self.failed} failed"

@@ -41,6 +41,16 @@ def wait_seconds() -> float:
     return float(os.environ.get("ECHOFLOW_LOCK_WAIT_SECONDS", "3600"))
 
 
+def short_key(name: str) -> str:
+    """A name for staging and lock files that stays within file-name limits (255 bytes)
+    however long the output's name is."""
+    if len(name.encode()) <= 150:
+        return name
+    import hashlib
+
+    return name[:100] + "~" + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
 def new_writer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -53,7 +63,7 @@ class LocalLock:
         self.target = target
         self.writer = writer
         self.folder = target.parent / STAGING_DIR
-        self.path = self.folder / f"{target.name}.lock"
+        self.path = self.folder / f"{short_key(target.name)}.lock"
         self._fd: Optional[int] = None
 
     def _try_once(self) -> bool:

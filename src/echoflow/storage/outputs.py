@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
 from echoflow.errors import InputNotFound, OutputBusy, OutputError, ParameterError
-from echoflow.storage.locks import (LOCK_SUFFIX, STAGING_DIR, LocalLock, S3Lease, new_writer_id, wait_seconds)
+from echoflow.storage.locks import (LOCK_SUFFIX, STAGING_DIR, LocalLock, S3Lease, new_writer_id, short_key,
+                                    wait_seconds)
 from echoflow.storage.location import filesystem, io_error, is_remote, local_path, public_url
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def scratch_dir() -> Iterator[Path]:
 
 def _partial_name(name: str, writer: str) -> str:
     suffix = Path(name).suffix  # kept last: echopype picks its format check by it
-    return f"{name}{PARTIAL}{writer}{suffix}"
+    return f"{short_key(name)}{PARTIAL}{writer}{suffix}"
 
 
 def staging_path(output: str, workdir: Path, writer: Optional[str] = None) -> Path:
@@ -197,7 +198,16 @@ class OutputWriter:
         if self.on_wait:
             self.on_wait(holder)
 
+    def _check_name(self) -> None:
+        if is_remote(self.output):
+            return
+        name = local_path(self.output).name + MARKER_SUFFIX
+        if len(name.encode()) > 255:
+            raise ParameterError(f"{self.output}: output name too long ({len(name.encode())} bytes with its "
+                                 f"marker suffix {MARKER_SUFFIX}; file systems allow 255): shorten the file name")
+
     def __enter__(self) -> "OutputWriter":
+        self._check_name()
         started = time.time()
         if not is_remote(self.output):
             self.lock = LocalLock(local_path(self.output), self.writer)
@@ -228,7 +238,7 @@ class OutputWriter:
         if is_remote(self.output):
             return  # remote staging lives in each writer's own scratch dir
         target = local_path(self.output)
-        for stale in (target.parent / STAGING_DIR).glob(f"{target.name}{PARTIAL}*"):
+        for stale in (target.parent / STAGING_DIR).glob(f"{short_key(target.name)}{PARTIAL}*"):
             if stale != self.given:
                 discard(stale)
 

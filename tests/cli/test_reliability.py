@@ -1,0 +1,167 @@
+"""The output protocol under real failures: concurrent writers, signals, killed workers,
+a vanished API. Real CLI processes, real echopype, a real Prefect server, real S3 (moto)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from echoflow import storage
+from reliability_util import assert_equals_reference, leftovers, reference, start_cli
+from samples import EK60_RAW
+from util import ek60_copies
+
+
+def _env(prefect_server: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home"), **extra}
+
+
+def _race(args_per_writer: list[list[str]], env: dict[str, str], max_offset: float = 1.5) -> list[subprocess.Popen]:
+    procs = []
+    for args in args_per_writer:
+        procs.append(start_cli(args, env))
+        time.sleep(random.uniform(0, max_offset))
+    for p in procs:
+        p.wait(600)
+    return procs
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "netcdf"])
+def test_concurrent_writers_never_leave_a_damaged_complete_output(fmt, prefect_server, tmp_path):
+    """Three `echoflow convert` on the same sources and outputs at once, plain and with
+    --overwrite: every marked output equals a clean conversion, nothing is left staged,
+    nothing fails, and one more run finds everything complete."""
+    raws = ek60_copies(tmp_path / "raw", 4)
+    out = tmp_path / "out"
+    ref = reference(EK60_RAW, tmp_path, fmt)
+    env = _env(prefect_server, tmp_path)
+    base = ["convert", str(tmp_path / "raw" / "*.raw"), "-m", "EK60", "-o", str(out), "-f", fmt, "-j", "1"]
+    ext = ".zarr" if fmt == "zarr" else ".nc"
+    for extra in ([], ["--overwrite"]):
+        procs = _race([base + extra] * 3, env)
+        for p in procs:
+            assert p.returncode == 0, p.stderr.read()
+        marked = [r for r in raws if storage.read_marker(str(out / f"{r.stem}{ext}"), {})]
+        assert len(marked) == len(raws)
+        for r in marked:
+            assert_equals_reference(str(out / f"{r.stem}{ext}"), ref)
+        assert leftovers(out) == []
+    again = start_cli(base, env)
+    assert again.wait(300) == 0 and "4 skipped" in again.stdout.read()
+
+
+def test_concurrent_writers_on_s3(prefect_server, s3_env, s3_options, private_bucket, tmp_path):
+    raws = ek60_copies(tmp_path / "raw", 3)
+    prefix = f"s3://{private_bucket}/race-{tmp_path.name}"
+    ref = reference(EK60_RAW, tmp_path, "zarr")
+    env = _env(prefect_server, tmp_path, **s3_env)
+    base = ["convert", *map(str, raws), "-m", "EK60", "-o", prefix, "-f", "zarr", "-j", "1", "--overwrite"]
+    procs = _race([base] * 3, env)
+    for p in procs:
+        assert p.returncode == 0, p.stderr.read()
+    opts = s3_options
+    fs, root = storage.filesystem(prefix, opts)
+    for r in raws:
+        out = f"{prefix}/{r.stem}.zarr"
+        assert storage.read_marker(out, opts) is not None
+        assert_equals_reference(out, ref, opts)
+    assert not [k for k in fs.find(root) if k.endswith(storage.LOCK_SUFFIX)]  # every lease released
+
+
+def _workers_of(proc: subprocess.Popen, expect: int, timeout: float = 120) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = [c for c in psutil.Process(proc.pid).children() if "multiprocessing" in " ".join(c.cmdline())]
+        if len(kids) >= expect:
+            return [k.pid for k in kids]
+        time.sleep(0.2)
+    raise AssertionError("the CLI never started its worker processes")
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_sigkill_of_the_cli_takes_its_workers_with_it(prefect_server, tmp_path):
+    raws = ek60_copies(tmp_path / "raw", 6)
+    proc = start_cli(["convert", *map(str, raws), "-m", "EK60", "-o", str(tmp_path / "out"), "-f", "zarr",
+                      "-j", "2"], _env(prefect_server, tmp_path))
+    workers = _workers_of(proc, 2)
+    time.sleep(3)  # mid-batch
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _alive(workers) == [], "worker processes outlived the killed CLI"
+
+
+def test_sigterm_stops_cleanly_and_a_rerun_completes(prefect_server, tmp_path):
+    raws = ek60_copies(tmp_path / "raw", 8)
+    out = tmp_path / "out"
+    env = _env(prefect_server, tmp_path, ECHOFLOW_STOP_GRACE_SECONDS="2")
+    args = ["convert", *map(str, raws), "-m", "EK60", "-o", str(out), "-f", "zarr", "-j", "2"]
+    proc = start_cli(args, env)
+    workers = _workers_of(proc, 2)
+    deadline = time.monotonic() + 120
+    while not (out / storage.STAGING_DIR).exists() or not list((out / storage.STAGING_DIR).glob("*.partial-*")):
+        assert time.monotonic() < deadline and proc.poll() is None, "conversion never started writing"
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(60)
+    took = time.monotonic() - sent
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    assert code == 143, stderr
+    assert took < 2 + 15, f"took {took:.1f} s to stop"
+    assert "cancelled" in stdout  # the summary lists what did not finish
+    assert leftovers(out) == []
+    time.sleep(1)
+    assert _alive(workers) == []
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=50)
+    ours = [r for r in runs if r.parameters.get("output_prefix") == str(out)]
+    assert ours and ours[0].state.is_cancelled(), [r.state for r in ours]
+    assert "SIGTERM" in (ours[0].state.message or "")
+
+    rerun = start_cli(args, {**env})
+    assert rerun.wait(300) == 0, rerun.stderr.read()
+    for r in raws:
+        assert storage.read_marker(str(out / f"{r.stem}.zarr"), {}) is not None
+    assert leftovers(out) == []
+
+
+def test_local_api_stopped_mid_run_still_prints_the_summary(tmp_path):
+    """`echoflow server stop` while converting: the files finish, the summary prints, one
+    line says the run's record is incomplete, the exit code follows the files."""
+    raws = ek60_copies(tmp_path / "raw", 4)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(ECHOFLOW_HOME=str(tmp_path / "home"), PREFECT_CLIENT_MAX_RETRIES="1")
+    proc = subprocess.Popen([str(Path(start_cli.__globals__["EXE"])), "convert", *map(str, raws), "-m", "EK60",
+                             "-o", str(out), "-f", "zarr", "-j", "1"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list(out.glob("*.zarr")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "slow"
+        time.sleep(0.1)
+    stop = subprocess.run([start_cli.__globals__["EXE"], "server", "stop"], env=env, capture_output=True, text=True)
+    assert stop.returncode == 0
+    code = proc.wait(300)
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    done = [r for r in raws if storage.read_marker(str(out / f"{r.stem}.zarr"), {})]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert len(stderr.strip().splitlines()) <= 6, stderr
+    if len(done) == len(raws):
+        assert code == 0 and "could not be written" in stderr and "4 converted" in stdout
+    else:
+        assert code != 0 and "lost the Prefect API" in stderr

@@ -1,0 +1,47 @@
+"""Helpers for the reliability tests and the stress script: run the real CLI, compare
+outputs with a clean conversion, find what a run left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import xarray as xr
+
+EXE = str(Path(sys.executable).parent / "echoflow")
+IGNORED_GROUPS = {"Provenance"}  # names the source file and the conversion time: differs per copy
+
+
+def start_cli(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen([EXE, *args], env={**os.environ, "COLUMNS": "200", **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def reference(raw: Path, folder: Path, fmt: str) -> Any:
+    """echopype's own conversion of `raw`, opened."""
+    import echopype as ep
+
+    path = folder / ("reference.zarr" if fmt == "zarr" else "reference.nc")
+    if not path.exists():
+        ed = ep.open_raw(str(raw), sonar_model="EK60")
+        (ed.to_zarr if fmt == "zarr" else ed.to_netcdf)(str(path), overwrite=True)
+    return ep.open_converted(str(path))
+
+
+def assert_equals_reference(output: str, ref: Any, storage_options: Optional[dict] = None) -> None:
+    import echopype as ep
+
+    ours = ep.open_converted(output, storage_options=storage_options or {})
+    groups = sorted(g for g in ref.group_paths if ref[g] is not None)
+    assert sorted(g for g in ours.group_paths if ours[g] is not None) == groups, output
+    for g in groups:
+        if g not in IGNORED_GROUPS:
+            xr.testing.assert_equal(ours[g], ref[g])
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Staging, partials and locks left under a local output folder."""
+    return sorted(str(p) for p in folder.rglob("*") if ".echoflow-staging" in p.parts or ".partial-" in p.name)
