@@ -1,0 +1,70 @@
+"""The chart's `watch` values reach `echoflow deploy` (the hook's ECHOFLOW_WATCH) and register a
+scheduled watch-prefix deployment on the real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+
+from samples import REPO
+
+HELM = REPO / ".tools" / "helm"
+EXE = str(Path(sys.executable).parent / "echoflow")
+WATCH = {"watch.enabled": "true", "watch.source": "s3://ship-uploads/DY1801/EK60/*.raw",
+         "watch.sonarModel": "EK60", "watch.outputPrefix": "s3://shore/DY1801", "watch.settleSeconds": "90"}
+
+
+def render(values: dict[str, str]) -> subprocess.CompletedProcess:
+    if not HELM.exists():
+        pytest.skip("helm is not installed (make tools)")
+    args = [str(HELM), "template", "t", str(REPO / "charts" / "echoflow")]
+    for k, v in values.items():
+        args += ["--set-string" if k.endswith(("source", "cron", "outputPrefix")) else "--set", f"{k}={v}"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def hook_env(values: dict[str, str]) -> dict[str, str]:
+    proc = render(values)
+    assert proc.returncode == 0, proc.stderr
+    for doc in yaml.safe_load_all(proc.stdout):
+        if doc and doc["kind"] == "Job" and doc["metadata"]["name"].endswith("-deploy"):
+            (c,) = doc["spec"]["template"]["spec"]["containers"]
+            return {e["name"]: e.get("value") for e in c["env"]}
+    raise AssertionError("no deployments hook Job")
+
+
+def test_chart_values_become_a_scheduled_deployment(prefect_server):
+    env = hook_env({**WATCH, "watch.cron": "*/10 * * * *", "deployments.name": "ship"})
+    settings = json.loads(env["ECHOFLOW_WATCH"])
+    assert settings["cron"] == "*/10 * * * *" and "interval" not in settings
+    assert settings["parameters"]["batch_deployment"] == "convert-batch/ship"  # children of this release
+
+    proc = subprocess.run([EXE, "deploy", "--pool", "watch-chart", "--image", "echoflow:c", "--create-pool",
+                           "--deployment-name", "ship"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PREFECT_API_URL": prefect_server,
+                               "ECHOFLOW_WATCH": env["ECHOFLOW_WATCH"]})
+    assert proc.returncode == 0, proc.stderr
+    with get_client(sync_client=True) as client:
+        d = client.read_deployment_by_name("watch-prefix/ship")
+    assert d.parameters["source"] == WATCH["watch.source"] and d.parameters["settle_seconds"] == 90
+    ((s),) = d.schedules
+    assert s.schedule.cron == "*/10 * * * *" and s.active
+
+
+def test_chart_watch_values_checked():
+    assert "ECHOFLOW_WATCH" not in hook_env({})  # nothing to watch: not registered
+    off = hook_env({"watch.source": "s3://ship-uploads/x/"})
+    assert json.loads(off["ECHOFLOW_WATCH"]) == {"enabled": False}  # registered, unscheduled
+    interval = json.loads(hook_env(WATCH)["ECHOFLOW_WATCH"])
+    assert interval["interval"] == 300 and interval["timezone"] == "UTC"
+    missing = render({"watch.enabled": "true", "watch.source": "s3://x/"})
+    assert missing.returncode != 0 and "/watch/sonarModel" in missing.stderr
+    too_often = render({**WATCH, "watch.interval": "5"})
+    assert too_often.returncode != 0 and "/watch/interval" in too_often.stderr
