@@ -2,9 +2,11 @@
 
 Archives such as NOAA NCEI's water-column archive lay raw files out as
 `<root>/<ship>/<cruise>/<instrument>/<prefix>-DYYYYMMDD-THHMMSS.raw`; the file's start
-time is only in its name, so the window is applied to names, without opening any file.
+time is only in its name, so the window is applied to names, without opening any file:
+a file is taken to last until the next one starts, and is kept when that span overlaps
+the window (so the file already recording when the window opens is not lost).
 Files whose name holds no time cannot be placed in a window: they are reported apart,
-never silently dropped. Nothing here writes anything.
+never silently dropped. Only `write_manifest` writes (the list, when asked).
 """
 
 from __future__ import annotations
@@ -86,6 +88,28 @@ class Listing(BaseModel):
         return text
 
 
+def overlaps(begins: datetime, next_begins: Optional[datetime], start: Optional[datetime],
+             end: Optional[datetime]) -> bool:
+    """A file that begins at `begins` and lasts until `next_begins` (unknown for the last
+    file) has data in [start, end)."""
+    if end is not None and begins >= end:
+        return False
+    return start is None or next_begins is None or next_begins > start
+
+
+def write_manifest(listing: "Listing", path: str) -> int:
+    """The selected files, one URL a line: what `echoflow convert @FILE` reads."""
+    from pathlib import Path
+
+    lines = [f"# {listing.folder} ({listing.pattern}): {listing.headline()}"] + [f.url for f in listing.selected]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(target)  # a reader never sees half a list
+    return len(listing.selected)
+
+
 def archive_folder(root: str, ship: str, cruise: str, instrument: str) -> str:
     """The NCEI layout: <root>/<ship>/<cruise>/<instrument>."""
     return "/".join([root.rstrip("/"), ship.strip("/"), cruise.strip("/"), instrument.strip("/")])
@@ -112,12 +136,17 @@ def list_raw(folder: str, pattern: str = SIMRAD_PATTERN, storage_options: dict[s
         url = fs.unstrip_protocol(e["name"]) if storage.is_remote(folder) else e["name"]
         files.append(RawFile(url=url, name=name, bytes=int(e.get("size") or 0), time=file_time(name)))
     selected, undated, outside = [], [], 0
-    for f in sorted(files, key=lambda f: (f.time or datetime.max, f.name)):
+    ordered = sorted(files, key=lambda f: (f.time or datetime.max, f.name))
+    dated = [f for f in ordered if f.time is not None]
+    # A file runs until the next one starts: it overlaps [start, end) when it starts
+    # before the end and the next file starts after the window's start.
+    next_start = {id(f): n.time for f, n in zip(dated, dated[1:])}
+    for f in ordered:
         if f.time is None:
             (undated if start or end else selected).append(f)
-        elif (start and f.time < start) or (end and f.time >= end):
-            outside += 1
-        else:
+        elif overlaps(f.time, next_start.get(id(f)), start, end):
             selected.append(f)
+        else:
+            outside += 1
     return Listing(folder=storage.shown(folder), pattern=pattern, start=start, end=end,
                    selected=selected, undated=undated, outside=outside)

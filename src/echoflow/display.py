@@ -172,3 +172,135 @@ def libraries_to_run_log(load_echopype: bool = True) -> None:
     top = logging.getLogger("echopype")  # its children propagate here
     top.addHandler(RunLogHandler(logging.INFO))
     top.propagate = False  # not on to the root logger's terminal handlers either
+
+
+class LibraryOutput:
+    """While a run lasts, what worker processes print (echopype's tau_effective notices,
+    zarr's ZarrUserWarning...) goes to the run's log instead of the terminal.
+
+    Workers inherit this process's stderr (file descriptor 2), and libraries here write to
+    it too, so fd 2 becomes a pipe for the duration, read by a thread; echoflow's own
+    consoles are pointed at the real stderr, kept aside. At the end the lines are written to the run's log (or, when no
+    run was recorded, to the terminal after all: nothing is lost).
+    """
+
+    MAX_LINES = 5000
+    active: Optional["LibraryOutput"] = None
+
+    def __init__(self, enabled: bool, consoles: tuple[Console, ...] = ()) -> None:
+        self.enabled, self.consoles = enabled, consoles
+        self.run_id: Any = None
+        self.lines: list[tuple[float, str]] = []
+        self._real = -1
+        self._real_file: Any = None
+
+    def __enter__(self) -> "LibraryOutput":
+        LibraryOutput.active = self
+        if not self.enabled:
+            return self
+        import threading
+
+        sys.stderr.flush()
+        self._real = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._real_file = os.fdopen(os.dup(self._real), "w", buffering=1)
+        for console in self.consoles:
+            console.file = self._real_file
+        self._reader = threading.Thread(target=self._read, args=(read,), daemon=True, name="echoflow-stderr")
+        self._reader.start()
+        return self
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "r", errors="replace") as pipe:
+            for line in pipe:
+                if len(self.lines) < self.MAX_LINES and line.strip():
+                    self.lines.append((time.time(), line.rstrip()))
+
+    def __exit__(self, *exc: Any) -> None:
+        LibraryOutput.active = None
+        if not self.enabled:
+            return
+        sys.stderr.flush()
+        os.dup2(self._real, 2)  # closes this process's end of the pipe
+        os.close(self._real)
+        for console in self.consoles:
+            console.file = None  # back to sys.stderr
+        self._real_file.close()
+        self._reader.join(timeout=1.0)  # workers still exiting may hold the pipe a moment longer
+        if self.lines and not self._to_run_log():
+            for _, line in self.lines:
+                sys.stderr.write(line + "\n")
+
+    def _to_run_log(self) -> bool:
+        if self.run_id is None:
+            return False
+        from datetime import datetime, timezone
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import LogCreate
+
+        try:
+            with get_client(sync_client=True) as client:
+                client.create_logs([LogCreate(name="echoflow.libraries", level=logging.WARNING, message=line,
+                                              timestamp=datetime.fromtimestamp(t, timezone.utc),
+                                              flow_run_id=self.run_id) for t, line in list(self.lines)])
+        except Exception:  # noqa: BLE001 - the API is gone: show them here instead
+            return False
+        return True
+
+
+def note_run(state: Any) -> None:
+    """The run whose log gets the captured library output."""
+    if LibraryOutput.active is not None:
+        LibraryOutput.active.run_id = getattr(state.state_details, "flow_run_id", None)
+
+
+class Ticker:
+    """A job without per-item events: a spinner in a terminal, a line every
+    ECHOFLOW_PROGRESS_SECONDS otherwise, nothing when disabled."""
+
+    def __init__(self, console: Console, what: str, enabled: bool = True) -> None:
+        self.console, self.what, self.enabled = console, what, enabled
+        self.interval = float(os.environ.get("ECHOFLOW_PROGRESS_SECONDS", "10"))
+        self._status: Any = None
+        self._stop: Any = None
+
+    def __enter__(self) -> "Ticker":
+        import threading
+
+        if not self.enabled:
+            return self
+        if self.console.is_terminal:
+            self._status = self.console.status(self.what)
+            self._status.__enter__()
+            return self
+        self.console.print(self.what, highlight=False, soft_wrap=True)
+        self._stop = threading.Event()
+        start = time.monotonic()
+
+        def tick() -> None:
+            while not self._stop.wait(max(self.interval, 0.2)):
+                self.console.print(f"{self.what}: {time.monotonic() - start:.0f} s", highlight=False,
+                                   soft_wrap=True)
+
+        threading.Thread(target=tick, daemon=True, name="echoflow-progress").start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+        if self._stop is not None:
+            self._stop.set()
+
+
+def results_table(data: dict[str, Any], prefix: str) -> Table:
+    """A recipe's outputs, one row each; errors are printed whole below, not squeezed in a column."""
+    table = Table(title=f"{data.get('headline', '')}\noutputs under {prefix}", title_justify="left")
+    for col in ("stage", "item", "status", "output", "s"):
+        table.add_column(col, no_wrap=True, justify="right" if col == "s" else "left")
+    for r in data.get("results", []):
+        table.add_row(r["stage"], r["item"], f"[{COLOUR.get(r['status'], 'yellow')}]{r['status']}[/]",
+                      relative(r.get("output"), prefix), f"{r['seconds']:.1f}" if r.get("seconds") else "")
+    return table

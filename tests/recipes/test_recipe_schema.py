@@ -200,10 +200,12 @@ def test_window_selects_by_name_and_reports_undated(tmp_path: Path) -> None:
 def test_plan_applies_the_window_and_names_outputs(tmp_path: Path, good: str) -> None:
     touch(tmp_path / "raw", [f"DY1801_EK60-D20180211-T{t}.raw" for t in ("160000", "164025", "170025", "180000")])
     plan = make_plan(load_recipe(good))
-    assert [f.name for f in plan.listing.selected] == ["DY1801_EK60-D20180211-T164025.raw",
+    # 16:00:00 runs until 16:40:25, into the window [16:30, 17:30): kept
+    assert [f.name for f in plan.listing.selected] == ["DY1801_EK60-D20180211-T160000.raw",
+                                                       "DY1801_EK60-D20180211-T164025.raw",
                                                        "DY1801_EK60-D20180211-T170025.raw"]
     out = tmp_path / "out"
-    stems = ["DY1801_EK60-D20180211-T164025", "DY1801_EK60-D20180211-T170025"]
+    stems = ["DY1801_EK60-D20180211-T160000", "DY1801_EK60-D20180211-T164025", "DY1801_EK60-D20180211-T170025"]
     # one chain per file; combine_echodata is the cross-file step, not a per-file stage
     assert [s.stage for s in plan.chains[0].steps] == ["open_raw", "compute_Sv", "compute_MVBS", "add_depth"]
     # only the last stage is written per file (and per group: plan.cross); the rest stays in memory

@@ -106,11 +106,17 @@ def convert_run_name() -> str:
 
 
 def recipe_run_name() -> str:
-    recipe = str(_params().get("recipe", ""))
-    if "\n" in recipe:  # YAML text: its name
-        names = [ln.split(":", 1)[1].strip() for ln in recipe.splitlines() if ln.startswith("name:")]
-        return SEP.join(["run-recipe", names[0] if names else "inline recipe"])
-    return SEP.join(["run-recipe", stem(recipe)])
+    """`run-recipe · <the recipe's name>` (its file's stem when the text cannot be read)."""
+    p = _params()
+    recipe = str(p.get("recipe", ""))
+    try:
+        from echoflow.recipes.load import read_text
+
+        text, _ = read_text(recipe, p.get("storage_options") or None)
+    except Exception:  # noqa: BLE001 - the run reports an unreadable recipe itself
+        text = ""
+    names = [ln.split(":", 1)[1].strip().strip("'\"") for ln in text.splitlines() if ln.startswith("name:")]
+    return SEP.join(["run-recipe", names[0] if names and names[0] else stem(recipe) or "inline recipe"])
 
 
 def file_task_name(parameters: dict[str, Any]) -> str:

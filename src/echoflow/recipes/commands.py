@@ -40,10 +40,12 @@ def _when(text: Optional[str], what: str) -> Optional[datetime]:
 def print_listing(listing: Any) -> None:
     table = Table(title=f"{listing.folder} ({listing.pattern})", title_justify="left")
     for col in ("file", "start (UTC)", "MB"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=True)
     for f in listing.selected:
         table.add_row(f.name, str(f.time or ""), f"{f.bytes / 1e6:.2f}")
-    out.print(table)
+    from echoflow.display import print_wide
+
+    print_wide(out, table)
     for f in listing.undated:
         out.print(f"[yellow]left out[/] (no time in its name, cannot be placed in the window): {f.url}",
                   highlight=False)
@@ -67,16 +69,11 @@ def print_plan(plan: Any) -> None:
 
 
 def print_results(data: dict[str, Any], prefix: str) -> None:
-    prefix = prefix.rstrip("/") + "/"
-    table = Table(title=f"{data.get('headline', '')}\noutputs under {prefix}", title_justify="left")
-    for col in ("stage", "item", "status", "output", "s", "error"):
-        table.add_column(col, overflow="fold")
-    colour = {"converted": "green", "computed": "green", "skipped": "cyan", "failed": "red"}
-    for r in data.get("results", []):
-        table.add_row(r["stage"], r["item"], f"[{colour[r['status']]}]{r['status']}[/]",
-                      r["output"].removeprefix(prefix), f"{r['seconds']:.1f}" if r.get("seconds") else "",
-                      r.get("error") or "")
-    out.print(table)
+    from echoflow import display
+
+    display.print_wide(out, display.results_table(data, prefix))
+    display.print_errors(out, [f"{r['stage']} {r['item']}: {r['error']}" for r in data.get("results", [])
+                               if r.get("error")])
 
 
 def _quiet() -> None:
@@ -98,7 +95,10 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be processed; write nothing"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute complete outputs"),
     option: List[str] = typer.Option([], "--option", help="fsspec option to read the recipe URL, KEY=VALUE"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs and library warnings"),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (every output's stage, item, "
+                                  "status, output, seconds, error) instead of the table"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table: failures and exit code only"),
 ) -> None:
     """Run a processing recipe (open_raw → combine → Sv → MVBS …) on the embedded Prefect API."""
     from echoflow.recipes.load import load_recipe
@@ -115,18 +115,34 @@ def run(
 
     from echoflow.home import foreground_run, use_embedded_default
 
+    from echoflow import display
+
     where = use_embedded_default(quiet=not verbose)
+    if not (quiet or json_out):
+        err.print(f"[dim]runs recorded in: {where}[/]", highlight=False, soft_wrap=True)
     if not verbose:
         _quiet()
+        display.libraries_to_run_log(load_echopype=False)
     from echoflow.recipes.flow import run_recipe
 
-    with err.status(f"running recipe {rec.name}"), foreground_run():
+    from echoflow.cli import err as cli_err
+
+    with display.LibraryOutput(not verbose, (err, cli_err)), \
+            display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)), foreground_run():
         state = run_recipe(recipe=recipe, storage_options=opts, overwrite=overwrite, return_state=True)
+        display.note_run(state)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         _fail(one_line(result))
-    print_results(result, rec.output.prefix)
-    err.print(f"[dim]runs recorded in: {where}[/]", highlight=False)
+    prefix = rec.output.prefix.rstrip("/") + "/"
+    if json_out:
+        display.print_json({"ok": state.is_completed(), "headline": result.get("headline", ""),
+                            "output_prefix": prefix, "prefect_api": where, "results": result.get("results", [])})
+    elif quiet:
+        display.print_errors(err, [f"{r['stage']} {r['item']}: {r['error']}" for r in result.get("results", [])
+                                   if r.get("error")])
+    else:
+        print_results(result, prefix)
     raise typer.Exit(0 if state.is_completed() else 1)
 
 
@@ -141,8 +157,10 @@ def discover(
     sonar_model: Optional[str] = typer.Option(None, "--sonar-model", "-m", help="Sets the default pattern"),
     anon: bool = typer.Option(False, "--anon", help="Anonymous access (public buckets)"),
     option: List[str] = typer.Option([], "--option", help="fsspec storage option, KEY=VALUE (JSON values)"),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="Also write the files, one a line, to this "
+                                           "file: `echoflow convert @FILE` reads it"),
 ) -> None:
-    """List the raw files of a ship / cruise / instrument in the window; writes nothing."""
+    """List the raw files of a ship / cruise / instrument that overlap the window."""
     from echoflow import discover as disc
 
     parts = [ship, cruise, instrument]
@@ -158,6 +176,13 @@ def discover(
     except EchoflowError as exc:
         _fail(one_line(exc))
     print_listing(listing)
+    if manifest:
+        try:
+            n = disc.write_manifest(listing, manifest)
+        except OSError as exc:
+            _fail(f"{manifest}: cannot write the manifest ({exc.strerror or exc})")
+        err.print(f"wrote {n} file{'s' if n != 1 else ''} to {manifest}; convert them with: "
+                  f"echoflow convert @{manifest} -m MODEL -o OUT", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
