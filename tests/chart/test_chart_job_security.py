@@ -110,6 +110,19 @@ def test_deploy_hooks_image_and_allowlist(prefect_server, helm_bin):
         asyncio.run(_pool_and_deployment(template, {"image": image}))
 
 
+def test_image_registry_prefix(prefect_server, helm_bin):
+    """flowRuns.image.allowedPrefix: any image under it, nothing beside it, never null."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    objects = jt.render_chart(set_values={"flowRuns.image.allowedPrefix": "registry.example/team/"})
+    template = jt.base_job_template(objects)
+    for image in ("echoflow:0.1.0", "registry.example/team/echoflow:0.2.0", "registry.example/team/tools@sha256:" + "a" * 64):
+        asyncio.run(_pool_and_deployment(template, {"image": image}))
+    for image in ("registry.example/team-evil/x:1", "attacker.example/registry.example/team/x", "registry.example/team/", None):
+        with pytest.raises(PrefectHTTPStatusError, match="Error creating deployment"):
+            asyncio.run(_pool_and_deployment(template, {"image": image}))
+
+
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
 def test_legitimate_variables_give_a_strictly_valid_job(pool, prefect_server, render, value_set):
     from prefect.client.orchestration import get_client

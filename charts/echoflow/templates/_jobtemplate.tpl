@@ -129,9 +129,18 @@ variables:
       default: null
     image:
       title: Image
+      {{- $allowed := uniq (prepend (default list $v.image.allowed) $image) }}
+      {{- with $v.image.allowedPrefix }}
+      description: {{ printf "Image of the flow-run container: one of the chart's, or any image under %s." . | quote }}
+      anyOf:
+        - enum:
+            {{- toYaml $allowed | nindent 12 }}
+        - {type: string, pattern: {{ printf "^%s[^\\s]+$" (regexQuoteMeta .) | quote }}}
+      {{- else }}
       description: Image of the flow-run container, one of the chart's (flowRuns.image, flowRuns.image.allowed).
       enum:
-        {{- toYaml (uniq (prepend (default list $v.image.allowed) $image)) | nindent 8 }}
+        {{- toYaml $allowed | nindent 8 }}
+      {{- end }}
       default: {{ $image | quote }}
     env:
       title: Environment Variables
