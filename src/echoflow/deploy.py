@@ -34,7 +34,7 @@ TAGS = ["echoflow"]
 # limit, and every Job that does the conversions goes through this queue, which carries the
 # concurrency limit. (With the limit on the pool, waiting parents could hold every slot.)
 WORK_QUEUE = "conversions"
-FAN_OUT = {"convert-cruise", "watch-prefix"}
+FAN_OUT = {"convert-cruise", "watch-prefix", "run-recipe"}
 # Needs a source to watch: registered when ECHOFLOW_WATCH (JSON, from the chart's `watch`
 # values) gives its parameters and schedule, or `{"enabled": false}` to unschedule it.
 WATCH = "watch-prefix"
@@ -150,11 +150,12 @@ def deploy(pool: str, image: str, *, create_pool: bool = False, base_job_templat
             if flows:  # asked for by name: say so
                 raise
     if WATCH in specs:
-        specs[WATCH].update(watch_spec(settings))
+        specs[WATCH].update(watch_spec(settings, specs[WATCH]["job_variables"]))
     with get_client(sync_client=True) as client:
         changes = [ensure_pool(client, pool, create_pool, template), ensure_queue(client, pool, concurrency_limit)]
         changes += [ensure_deployment(client, n, deployment_name, s) for n, s in specs.items()]
     return changes
+
 
 def watch_settings() -> Optional[dict[str, Any]]:
     text = os.environ.get("ECHOFLOW_WATCH", "").strip()
@@ -165,8 +166,9 @@ def watch_settings() -> Optional[dict[str, Any]]:
     return schedule_settings(text)
 
 
-def watch_spec(settings: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """One run at a time (a run due while one is running is cancelled), on the given schedule."""
+def watch_spec(settings: Optional[dict[str, Any]], job_variables: dict[str, Any]) -> dict[str, Any]:
+    """One run at a time (a run due while one is running is cancelled), on the given schedule,
+    with its own job variables (a small pod: it lists and waits, its children convert)."""
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
@@ -179,6 +181,7 @@ def watch_spec(settings: Optional[dict[str, Any]]) -> dict[str, Any]:
     schedule = (IntervalSchedule(interval=timedelta(seconds=settings["interval"]), anchor_date=ANCHOR, timezone=tz)
                 if settings.get("interval") else CronSchedule(cron=settings["cron"], timezone=tz))
     return {**spec, "parameters": settings["parameters"],
+            "job_variables": {**job_variables, **settings.get("job_variables", {})},
             "schedules": [DeploymentScheduleCreate(schedule=schedule, active=True)]}
 
 

@@ -42,7 +42,7 @@ def test_deploy_creates_then_changes_nothing(prefect_server, tmp_path):
         for flow in ("convert-raw-sonar", "convert-batch", "convert-cruise", "run-recipe"):
             d = client.read_deployment_by_name(f"{flow}/echoflow")
             assert d.work_pool_name == "deploy-test" and d.pull_steps == []
-            assert d.work_queue_name == ("default" if flow == "convert-cruise" else "conversions")
+            assert d.work_queue_name == ("default" if flow in ("convert-cruise", "run-recipe") else "conversions")
             assert d.job_variables == {"image": "registry.example/echoflow:1.2.3"}
             assert d.entrypoint.startswith("echoflow.") and ":" not in d.entrypoint
         schema = client.read_deployment_by_name("convert-batch/echoflow").parameter_openapi_schema

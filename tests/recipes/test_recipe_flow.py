@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import xarray as xr
 from echoflow.recipes.flow import run_recipe
 from echoflow.storage import read_marker, stem
 from prefect_api import artifacts
-from recipe_samples import EK60_TIME, shifted_copy, simrad_name
+from recipe_samples import adjacent_copies, group_recipe
 from samples import AZFP_RAW, AZFP_XML, EK60_RAW
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -124,14 +123,6 @@ def test_per_file_chains_match_echopype_then_skip(ek60_batch: list[Path], tmp_pa
     assert xr.open_zarr(out / "compute_MVBS" / f"{raw.stem}.zarr").sizes["echo_range"] < mvbs.sizes["echo_range"]
 
 
-def adjacent_copies(folder: Path, seconds: list[int]) -> list[Path]:
-    """Copies of the 70 s EK60 sample starting `seconds` after it: 72 s apart, each file's
-    last 20 s bin is also the next file's first."""
-    folder.mkdir(parents=True)
-    return [shifted_copy(EK60_RAW, folder / simrad_name(EK60_TIME + timedelta(seconds=s)), timedelta(seconds=s))
-            for s in seconds]
-
-
 def test_cruise_mvbs_equals_echopype_on_combined_sv(tmp_path: Path) -> None:
     """Per-file MVBS merged across files equal compute_MVBS of the combined Sv, bins that
     straddle a file boundary included; the combined EchoData equals combine_echodata."""
@@ -189,15 +180,7 @@ def test_groups_by_gap_and_by_schedule(ek60_batch: list[Path], tmp_path: Path) -
     schedule = tmp_path / "transects.csv"
     schedule.write_text("name,start,end\nT1,2018-02-11T16:30:00,2018-02-11T16:50:00\n"
                         "T2,2018-02-11T16:50:00,2018-02-11T18:00:00\n")
-    recipe = f"""
-name: dy
-source: {{url: {ek60_batch[0].parent}}}
-sonar_model: EK60
-concurrency: 2
-quicklook: {{enabled: false}}
-output: {{prefix: {out}}}
-stages: [open_raw, combine_echodata, compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 20s}}}}]
-"""
+    recipe = group_recipe(ek60_batch[0].parent, out)
     state, result = run(recipe + "groups: {gap: 30min}\n")
     assert state.is_completed(), state.message
     first, second = "dy-D20180211-T164025", "dy-D20180211-T174025"
@@ -240,16 +223,7 @@ def test_failed_file_is_isolated(ek60_batch: list[Path], tmp_path: Path) -> None
     bad = folder / "DY1801_EK60-D20180211-T190000.raw"
     bad.write_bytes(EK60_RAW.read_bytes()[: EK60_RAW.stat().st_size // 2])
     out = tmp_path / "out"
-    recipe = f"""
-name: dy
-source: {{url: {folder}}}
-sonar_model: EK60
-concurrency: 2
-quicklook: {{enabled: false}}
-output: {{prefix: {out}}}
-keep: [compute_Sv]
-stages: [open_raw, combine_echodata, compute_Sv, {{compute_MVBS: {{range_bin: 50m, ping_time_bin: 30s}}}}]
-"""
+    recipe = group_recipe(folder, out, extra="keep: [compute_Sv]", mvbs="range_bin: 50m, ping_time_bin: 30s")
     state, result = run(recipe)
     assert state.is_failed()
     got = statuses(result)

@@ -3,9 +3,10 @@ cross-file outputs of each group. Deployment entrypoint: `echoflow.recipes.flow:
 
 Run here (the CLI, a script), the chains go to a pool of echopype-only worker processes,
 two tasks queued per process. Run from a deployment (Kubernetes), chunks of
-`files_per_job` files become child runs of `run-recipe-part` (one Job each, under the
-work queue's limit), then each group's outputs become one more child run. Complete
-outputs made from the same inputs are skipped before anything starts.
+`files_per_job` files become child runs of the same deployment (one Job each, on the
+`conversions` work queue and under its limit), then each group's outputs become one more
+child run (see fanout.py). Complete outputs made from the same inputs are skipped before
+anything starts.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def summarize(plan: Plan, results: list[StageResult]) -> State:
 @echoflow_flow(name="run-recipe", flow_run_name=recipe_run_name, log_prints=True)
 def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated
                overwrite: bool = False, fan_out: Optional[bool] = None, files_per_job: int = 50,
-               part_deployment: Optional[str] = None, job_variables: dict[str, Any] = {},  # noqa: B006
-               poll_seconds: float = 10.0) -> State:
+               deployment: Optional[str] = None, work_queue: Optional[str] = "conversions",
+               job_variables: dict[str, Any] = {}, poll_seconds: float = 10.0,  # noqa: B006
+               part: dict[str, list[str]] = {}) -> State:  # noqa: B006
     """Run a processing recipe: per raw file open_raw → compute_Sv → add_depth / add_location →
     compute_MVBS / compute_NASC, then (with combine_echodata) each group's outputs.
 
@@ -113,9 +115,11 @@ def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 
         overwrite: Recompute outputs that are already complete.
         fan_out: Run chunks of files, then each group, as child runs (default: when run from a deployment).
         files_per_job: Files per child run (one Kubernetes Job each).
-        part_deployment: Deployment of the child runs (default run-recipe-part/<this deployment's name>).
+        deployment: Deployment of the child runs (default: the one this run came from).
+        work_queue: Work queue of the child runs; its concurrency limit caps how many run at once.
         job_variables: Work-pool job variables for the child runs (e.g. resources).
         poll_seconds: Seconds between checks on the child runs.
+        part: Set by a fanned-out parent on its child runs: {"files": [...]} or {"groups": [...]}.
     """
     log = run_logger()
     as_given = load_recipe(recipe, storage_options, env=False)
@@ -126,28 +130,27 @@ def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 
     rec = with_env_options(as_given)
     storage.check_writable(rec.output.prefix, rec.output.storage_options)
     plan = make_plan(rec)
+    records = complete(plan, overwrite)
+    if part:
+        return fanout.run_part(plan, records, overwrite, part)
     log.info("%s: %s", plan.listing.folder, plan.listing.headline())
     for f in plan.listing.undated:
         log.warning("left out (no time in its name, cannot be placed in the window): %s", f.url)
-    log.info("per file: %s%s", " → ".join(s.stage for s in plan.chains[0].steps),
-             f"; per group: {', '.join(plan.cross)}" if plan.cross else "")
-    if fan_out is not False and not part_deployment:
-        name = fanout.from_deployment()
-        fan_out = bool(fan_out or name)
-        part_deployment = f"run-recipe-part/{name or 'echoflow'}"
-    fan = (part_deployment, job_variables, poll_seconds) if fan_out else None
+    log.info(plan.describe())
+    if fan_out is not False and not deployment:
+        deployment = fanout.this_deployment()
+    if fan_out and not deployment:
+        raise ParameterError("fan_out needs a deployment for the child runs (run from one, or pass deployment)")
+    fan = (deployment, work_queue, job_variables, poll_seconds) if fan_out is not False and deployment else None
     child = dict(recipe=recipe, storage_options=storage_options, overwrite=overwrite)
 
-    records = complete(plan, overwrite)
     results: list[StageResult] = []
     todo = []
     for c in plan.chains:
-        done = [j.output for j in c.jobs() if is_done(j, records)]
-        results += [skipped(j, records) for j in c.jobs() if j.output in done]
-        if len(done) < len(c.jobs()):
-            todo.append((c, done))
+        results += [skipped(j, records) for j in c.jobs() if is_done(j, records)]
+        todo += [t for t in [fanout.pending(c, records)] if t is not None]
     log.info("%d of %d files to process%s", len(todo), len(plan.chains),
-             f" in child runs of {part_deployment}" if fan and todo else "")
+             f" in child runs of {deployment}" if fan and todo else "")
     if fan:
         results += fanout.fan_out(child, fanout.file_parts(todo, files_per_job), *fan)
     else:
