@@ -141,6 +141,20 @@ def test_expected_deployments_follow_deploy():
     assert expected_deployments(None) == []
 
 
+def test_expected_deployments_with_watch_settings(monkeypatch, helm_bin):
+    """The test pod gets the hook's ECHOFLOW_WATCH, so it expects watch-prefix exactly when
+    deploy registers it."""
+    objects = jt.render_chart(set_values={"watch.source": "s3://ship-uploads/DY1801/"})
+    env = {}
+    for kind, name in (("Job", "echoflow-deploy"), ("Pod", "echoflow-test")):
+        (o,) = jt.find(objects, kind, name)
+        spec = o["spec"] if kind == "Pod" else o["spec"]["template"]["spec"]
+        env[kind] = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["Pod"]["ECHOFLOW_WATCH"] == env["Job"]["ECHOFLOW_WATCH"]
+    monkeypatch.setenv("ECHOFLOW_WATCH", env["Pod"]["ECHOFLOW_WATCH"])
+    assert expected_deployments("d") == [f"{f}/d" for f in FLOWS]
+
+
 def test_check_without_deployments(installed, tmp_path):
     """deployments.enabled=false: the test pod gets no --deployment-name and checks none."""
     url, pool, _, template_path = installed

@@ -126,6 +126,12 @@ def test_notes_list_every_registered_deployment(helm_bin):
                     "--dry-run=client").stdout.split("NOTES:", 1)[1]
     line = next(line for line in notes.splitlines() if line.startswith("Deployments:"))
     assert line.split()[1:] == [f"{f}/echoflow" for f in registered_by_default()]
+    watched = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                      "--set-string", "watch.source=s3://ship-uploads/x/").stdout
+    line = next(line for line in watched.splitlines() if line.startswith("Deployments:"))
+    from echoflow import deploy
+
+    assert line.split()[1:] == [f"{f}/echoflow" for f in deploy.FLOWS]
     quiet = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE, "--dry-run=client",
                     "--set", "deployments.enabled=false").stdout
     assert "Deployments:" not in quiet
