@@ -100,8 +100,9 @@ def save(ed: "EchoData", req: ConvertRequest, writer: storage.OutputWriter) -> t
             else:
                 ed.to_netcdf(str(writer.staged), overwrite=True)
     except Exception as exc:
+        err = storage.io_error(exc, output, "writing the converted data", written=writer.staged)
         storage.discard(writer.staged)
-        raise storage.io_error(exc, output, "writing the converted data") from exc
+        raise err from exc
     record = {**{k.removeprefix("echoflow_"): v for k, v in ed["Provenance"].attrs.items()
                  if k.startswith("echoflow_")},
               "output": storage.public_url(output), "output_type": req.output_type}
@@ -128,6 +129,7 @@ def convert_file(req: ConvertRequest, on_wait: Optional[Callable[[str], None]] =
         return FileResult(source=source, status="skipped", output=storage.public_url(output),
                           bytes=record.get("bytes"), seconds=round(time.perf_counter() - start, 3), note=note)
 
+    storage.check_output_name(output)
     done = existing(req)
     if done is not None:
         return skipped(done)

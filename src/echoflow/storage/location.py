@@ -99,11 +99,29 @@ def is_transient_error(exc: BaseException) -> bool:
     return False
 
 
-def io_error(exc: BaseException, url: str, action: str) -> Exception:
-    """Map a storage exception onto echoflow's error kinds: one line, transient only when retryable."""
+def nearly_full(path: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system holding `path` has (almost) no space left: HDF5 reports a
+    full disk as a bare "HDF error", without errno."""
+    import os
+
+    for p in (path, *path.parents):
+        try:
+            st = os.statvfs(p)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize < margin
+    return False
+
+
+def io_error(exc: BaseException, url: str, action: str, written: Path | None = None) -> Exception:
+    """Map a storage exception onto echoflow's error kinds: one line, transient only when
+    retryable. `written`: the local path being written, checked for a full disk."""
     where = shown(url)
     if isinstance(exc, EchoflowError):
         return exc
+    if written is not None and nearly_full(written):
+        return OutputError(f"{written.parent}: no space left on device while {action} ({one_line(exc)[:120]}); "
+                           "free space or choose another --out / ECHOFLOW_SCRATCH")
     if is_transient_error(exc):
         return TransientIOError(f"{where}: {action} failed ({one_line(exc)[:300]}); retried up to "
                                 f"{RETRY_BUDGET}")

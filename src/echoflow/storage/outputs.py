@@ -36,6 +36,16 @@ def marker_url(output: str) -> str:
     return output.rstrip("/") + MARKER_SUFFIX
 
 
+def check_output_name(output: str) -> None:
+    """A local output's marker must fit the file system's 255-byte names too."""
+    if is_remote(output):
+        return
+    name = local_path(output).name + MARKER_SUFFIX
+    if len(name.encode()) > 255:
+        raise ParameterError(f"{output}: output name too long ({len(name.encode())} bytes with its marker "
+                             f"suffix {MARKER_SUFFIX}; file systems allow 255): shorten the file name")
+
+
 # -- reading: is an output complete? ---------------------------------------------------
 
 
@@ -198,16 +208,8 @@ class OutputWriter:
         if self.on_wait:
             self.on_wait(holder)
 
-    def _check_name(self) -> None:
-        if is_remote(self.output):
-            return
-        name = local_path(self.output).name + MARKER_SUFFIX
-        if len(name.encode()) > 255:
-            raise ParameterError(f"{self.output}: output name too long ({len(name.encode())} bytes with its "
-                                 f"marker suffix {MARKER_SUFFIX}; file systems allow 255): shorten the file name")
-
     def __enter__(self) -> "OutputWriter":
-        self._check_name()
+        check_output_name(self.output)
         started = time.time()
         if not is_remote(self.output):
             self.lock = LocalLock(local_path(self.output), self.writer)
@@ -353,6 +355,6 @@ def fetch(url: str, options: dict[str, Any] | None, workdir: Path) -> str:
     return str(local)
 
 
-__all__ = ["LOCK_SUFFIX", "MARKER_SUFFIX", "STAGING_DIR", "OutputWriter", "check_writable", "commit",
+__all__ = ["LOCK_SUFFIX", "MARKER_SUFFIX", "STAGING_DIR", "OutputWriter", "check_output_name", "check_writable", "commit",
            "complete_outputs", "discard", "fetch", "marker_url", "read_marker", "scratch_dir", "scratch_root",
            "size_of", "staging_path"]
