@@ -323,7 +323,7 @@ def save_state(url: str, options: Optional[dict[str, Any]], files: dict[str, Ent
 def schedule_settings(text: str) -> dict[str, Any]:
     """The scheduled watch deployment's settings (JSON, e.g. from the chart):
     {"parameters": {source, sonar_model, output_prefix, ...}, "interval": seconds | "cron": "...",
-    "timezone": "UTC"}."""
+    "timezone": "UTC", "job_variables": {...}} or {"enabled": false}."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -335,6 +335,8 @@ def schedule_settings(text: str) -> dict[str, Any]:
     missing = [k for k in ("source", "sonar_model", "output_prefix") if not doc["parameters"].get(k)]
     if missing:
         raise ParameterError(f"watch settings: parameters {', '.join(missing)} must be set")
+    if not isinstance(doc.get("job_variables", {}), dict):
+        raise ParameterError("watch settings: job_variables must be an object (e.g. {\"cpu_request\": \"250m\"})")
     interval, cron = doc.get("interval"), doc.get("cron")
     if bool(interval) == bool(cron):
         raise ParameterError("watch settings: set exactly one of 'interval' (seconds) or 'cron'")

@@ -54,6 +54,9 @@ def test_chart_values_become_a_scheduled_deployment(prefect_server):
     with get_client(sync_client=True) as client:
         d = client.read_deployment_by_name("watch-prefix/ship")
     assert d.parameters["source"] == WATCH["watch.source"] and d.parameters["settle_seconds"] == 90
+    # A small pod for the run that lists and waits; its children get the pool's defaults.
+    assert d.job_variables == {"image": "echoflow:c", "cpu_request": "250m", "memory_request": "768Mi",
+                               "cpu_limit": "1", "memory_limit": "2Gi"}
     ((s),) = d.schedules
     assert s.schedule.cron == "*/10 * * * *" and s.active
 

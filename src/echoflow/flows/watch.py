@@ -19,7 +19,7 @@ from echoflow.flows.batch import finish
 from echoflow.flows.common import run_logger, warn_on_credentials
 from echoflow.flows.cruise import convert_cruise
 from echoflow.flows.runs import echoflow_flow
-from echoflow.params import EXTENSIONS, BatchRequest, OutputType
+from echoflow.params import EXTENSIONS, OutputType, check_output_type, env_options
 from echoflow.report import FileResult, Summary
 
 
@@ -68,15 +68,16 @@ def watch_prefix(
         poll_seconds: Seconds between checks on the child runs.
     """
     warn_on_credentials(input_storage_options, output_storage_options)
-    req = BatchRequest(sources=[source], sonar_model=sonar_model, output_prefix=output_prefix,
-                       output_type=output_type, xml_path=xml_path, convert_params=convert_params,
-                       input_storage_options=input_storage_options, output_storage_options=output_storage_options)
+    # The rest of the parameters are checked by convert-cruise when there is work: an idle run
+    # never loads echopype (which the sonar-model check may need).
+    check_output_type(output_type)
+    in_opts = {**env_options("input"), **input_storage_options}
+    out_opts = {**env_options("output"), **output_storage_options}
     log = run_logger()
-    memory = watch.state_url(req.output_prefix, source)
-    watcher = watch.Watcher(source, req.output_prefix, EXTENSIONS[req.output_type], settle=settle_seconds,
-                            ready_suffix=ready_suffix, retry_failed=retry_failed,
-                            input_options=req.input_storage_options, output_options=req.output_storage_options,
-                            files=watch.load_state(memory, req.output_storage_options))
+    memory = watch.state_url(output_prefix, source)
+    watcher = watch.Watcher(source, output_prefix, EXTENSIONS[output_type], settle=settle_seconds,
+                            ready_suffix=ready_suffix, retry_failed=retry_failed, input_options=in_opts,
+                            output_options=out_opts, files=watch.load_state(memory, out_opts))
     poll = watcher.poll()
     log.info("%s: %d files listed, %d to convert, %d not settled yet, %d complete already, %d failed before",
              storage.shown(source), poll.listed, len(poll.ready), len(poll.waiting), len(poll.done),
@@ -104,9 +105,9 @@ def watch_prefix(
                     watcher.record(f, r.status, r.error)
         finally:
             # Whatever happened, keep what was learnt (settling times, results so far).
-            watch.save_state(memory, req.output_storage_options, watcher.files, source)
+            watch.save_state(memory, out_opts, watcher.files, source)
     elif watcher.changed:
-        watch.save_state(memory, req.output_storage_options, watcher.files, source)
+        watch.save_state(memory, out_opts, watcher.files, source)
     if not results:
         return Completed(message=f"{poll.listed} files listed: nothing new and settled "
                                  f"({len(poll.waiting)} not settled yet)",
