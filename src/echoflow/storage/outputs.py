@@ -237,8 +237,11 @@ class OutputWriter:
     def _clear_stale(self) -> None:
         """Partials of this output left by writers that died: we hold the lock, so no live
         writer owns any of them."""
-        if is_remote(self.output):
-            return  # remote staging lives in each writer's own scratch dir
+        if is_remote(self.output) or self.given is not None:
+            # Remote staging lives in each writer's own scratch dir; a caller that staged
+            # before locking (commit()) may race others that did the same, whose partials
+            # are live.
+            return
         target = local_path(self.output)
         for stale in (target.parent / STAGING_DIR).glob(f"{short_key(target.name)}{PARTIAL}*"):
             if stale != self.given:
