@@ -9,7 +9,9 @@ VALUE_SETS: dict[str, dict] = {
     "kind": {"files": ["k8s/values-kind.yaml"], "set": {"image.tag": "0.1.0-test"}},
     "postgres": {"files": [], "set": {"server.database.existingSecret": "prefect-db"}},
     "jobs-namespace": {"files": [], "set": {"flowRuns.namespace": "echoflow-jobs",
-                                            "flowRuns.s3.existingSecret": "echoflow-s3"}},
+                                            "flowRuns.s3.existingSecret": "echoflow-s3",
+                                            "networkPolicy.flowRunEgress.enabled": True,
+                                            "networkPolicy.flowRunEgress.to[0].ipBlock.cidr": "10.20.0.0/16"}},
     # Auth and NetworkPolicy off: the chart's server open to whoever reaches it.
     "open": {"files": [], "set": {"server.auth.enabled": False, "networkPolicy.enabled": False}},
     # PostgreSQL with two rolling replicas, PDBs, an Ingress with TLS, the ingress controller

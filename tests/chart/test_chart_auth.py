@@ -231,7 +231,7 @@ def test_without_the_chart_settings_the_worker_would_leak(render, prefect_server
 def test_server_network_policy(render, value_set):
     objects = render(value_set)
     servers = jt.find(objects, "Deployment", f"{FULL}-server")
-    policies = jt.find(objects, "NetworkPolicy")
+    policies = jt.find(objects, "NetworkPolicy", f"{FULL}-server")
     if not servers or value_set == "open":
         assert not policies
         return
@@ -284,3 +284,24 @@ def test_ingress(render):
     (rule,) = ing["spec"]["rules"]
     assert rule["http"]["paths"][0]["backend"] == {"service": {"name": f"{FULL}-server", "port": {"name": "http"}}}
     assert not jt.find(render("defaults"), "Ingress")
+
+
+def test_flow_run_egress_policy(render):
+    """Opt-in: flow-run pods may reach DNS, the chart's server and the listed peers only."""
+    assert not jt.find(render("defaults"), "NetworkPolicy", f"{FULL}-flow-runs")
+    objects = render("jobs-namespace")
+    (policy,) = jt.find(objects, "NetworkPolicy", f"{FULL}-flow-runs")
+    manifest = jt.base_job_template(objects)["job_configuration"]["job_manifest"]
+    assert policy["metadata"]["namespace"] == manifest["metadata"]["namespace"] == "echoflow-jobs"
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        manifest["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    dns, api, store = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    (server,) = jt.find(objects, "Deployment", f"{FULL}-server")
+    (peer,) = api["to"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+    assert peer["podSelector"]["matchLabels"].items() <= server["spec"]["template"]["metadata"]["labels"].items()
+    assert api["ports"] == [{"port": server["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+                            "protocol": "TCP"}]
+    assert store == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
