@@ -275,6 +275,11 @@ def test_exposed_without_auth_warns(helm_bin):
     warned = notes("server.auth.enabled=false", "server.ingress.enabled=true", "server.ingress.host=ef.example.org")
     assert "Ingress ef.example.org" in warned and "WITHOUT authentication" in warned
     assert "has no authentication" in notes("server.auth.enabled=false")
+    blocked = notes("server.ingress.enabled=true", "server.ingress.host=ef.example.org")
+    assert "NetworkPolicy admits no ingress controller" in blocked
+    assert "admits no ingress controller" not in notes(
+        "server.ingress.enabled=true", "server.ingress.host=ef.example.org",
+        "networkPolicy.extraFrom[0].namespaceSelector.matchLabels.team=ingress")
 
 
 def test_ingress(render):
