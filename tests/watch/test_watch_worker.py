@@ -79,6 +79,7 @@ def test_watch_deployment_fans_out_through_a_worker(prefect_server, tmp_path, mo
         # Two runs at once, as when a schedule fires while the previous run is still going.
         ids = [run_deployment(f"watch-prefix/{NAME}", timeout=0).id for _ in range(2)]
         runs = wait_final(ids, timeout=600)
+        (idle,) = wait_final([run_deployment(f"watch-prefix/{NAME}", timeout=0).id], timeout=300)
     finally:
         worker.terminate()
         worker.wait(60)
@@ -87,6 +88,11 @@ def test_watch_deployment_fans_out_through_a_worker(prefect_server, tmp_path, mo
     worker_log = (tmp_path / "worker.log").read_text()[-3000:]
     assert "Completed" in states, (states, worker_log)
     assert all(s in ("Completed", "Cancelled") for s in states), (states, worker_log)
+    assert idle.state.is_completed() and "nothing new" in idle.state.message
+    with get_client(sync_client=True) as client:
+        pending = min(s.timestamp for s in client.read_flow_run_states(idle.id) if s.type.value == "PENDING")
+    print(f"idle watch run as a process: {(idle.end_time - pending).total_seconds():.1f} s from the worker "
+          f"taking it to its end (process start included), {idle.total_run_time.total_seconds():.1f} s in the flow")
     children = runs_of(f"convert-batch/{NAME}")
     assert len(children) == 2 and all(c.state.is_completed() for c in children)  # one per file, once
     for n in names:
