@@ -6,7 +6,6 @@ which would silence Prefect's run logs; undo that and quiet echopype's own logge
 
 from __future__ import annotations
 
-import gc
 import logging
 from types import ModuleType
 
@@ -24,9 +23,5 @@ def load() -> ModuleType:
     for name in ["echopype", *logging.root.manager.loggerDict]:
         if name.startswith("echopype"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    # The import leaves ~165k long-lived objects; freezing them makes the gc.collect()
-    # after each file take microseconds instead of ~70 ms.
-    gc.collect()
-    gc.freeze()
     _ready = True
     return echopype

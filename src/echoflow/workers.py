@@ -9,6 +9,7 @@ Prefect's task retries resubmit the affected files.
 from __future__ import annotations
 
 import contextvars
+import gc
 import multiprocessing
 import os
 import signal
@@ -64,6 +65,11 @@ def _warm() -> None:
     from echoflow._echopype import load
 
     load()
+    # The import leaves ~165k long-lived objects; freezing them (in workers only, whose
+    # lives are conversions) makes the gc.collect() after each file take microseconds
+    # instead of ~70 ms.
+    gc.collect()
+    gc.freeze()
 
 
 class Workers:
