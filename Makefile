@@ -70,7 +70,7 @@ chart-tools: ## Fetch helm and kubectl only (what the tests need; no kind)
 	$(call fetch_missing,helm kubectl)
 
 .PHONY: test
-test: install chart-tools ## Run the whole test suite (unit, flows, chart, image and pod replay)
+test: install chart-tools ## Run the whole test suite (unit, flows, chart, image, worker + API stand-in)
 	$(BIN)/pytest
 
 .PHONY: test-fast

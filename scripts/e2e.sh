@@ -9,7 +9,7 @@
 # and writes each run's files under a fresh prefix. Cleanup deletes the cluster when this
 # script created it, else only the namespace. Needs kind, Docker, helm and kubectl (HELM /
 # KUBECTL from the Makefile) and the sample data in $DATA (default data/).
-# The steps shared with the Docker-only test (tests/e2e/test_pod_replay.py) are
+# The steps shared with the Docker-only test (tests/e2e/test_worker_loop.py) are
 # scripts/e2e_steps.py: upload, trigger, wait, verify.
 set -Eeuo pipefail
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Steps of the end-to-end runs, shared by `scripts/e2e.sh` (kind) and
-tests/e2e/test_pod_replay.py (Docker, no cluster): upload the samples to S3, trigger a
+tests/e2e/test_worker_loop.py (Docker, no cluster): upload the samples to S3, trigger a
 deployment, wait for flow runs, check every output opens with echopype.
 
     e2e_steps.py upload-samples --data data --dest s3://raw/e2e [--ek60-copies 3]
