@@ -49,7 +49,8 @@ def test_deploy_creates_then_changes_nothing(prefect_server, tmp_path):
         assert schema["properties"]["output_type"]["enum"] == ["netcdf", "zarr"]
         assert set(schema["required"]) == {"sources", "sonar_model", "output_prefix"}
 
-    third = deploy(prefect_server, *args[:-2], "--image", "registry.example/echoflow:1.2.4")
+    # the same limit again (no --concurrency-limit would clear it: "no limit")
+    third = deploy(prefect_server, *args, "--image", "registry.example/echoflow:1.2.4")
     assert third.stdout.count("updated") == 4 and "unchanged" in third.stdout
 
 
