@@ -1,12 +1,16 @@
-"""Sv + MVBS over a batch of raw files: echoflow's recipe flow next to a plain echopype script.
+"""Recipe open_raw → compute_Sv → compute_MVBS (20 m, 20 s): plain echopype script vs a
+hand-written process pool vs `echoflow run`.
 
-    python benchmarks/recipe_bench.py              # 8 copies of the EK60 sample
-    python benchmarks/recipe_bench.py --files 16 --concurrency 4
+    python benchmarks/recipe_bench.py [--files 24] [--repeat 3]
 
-Both sides write the same outputs per file (converted zarr, Sv zarr, MVBS zarr). echoflow
-runs on a throwaway ephemeral Prefect API (started before timing), once with its default
-concurrency (one process per CPU for open_raw, threads after), once with one worker, and
-once more over complete outputs (everything skipped). Prints wall times and ratios.
+Every variant runs as a new process on the same copies of the EK60 sample and writes the
+same final products (one MVBS zarr per file): (a) a sequential echopype script, (b) a
+hand-written 2-process pool doing the same per-file chain, (c) `echoflow run` with
+`concurrency: 2`, (d) `echoflow run` again over (c)'s complete outputs. Rounds are
+interleaved and the fastest of each counts (a shared machine only ever adds time). Then
+peak memory over 12 and 48 files of the recipe with a cruise-level MVBS (combine_echodata),
+and output bytes per raw byte. Targets (2 cores): (a)/(c) >= 1.6, (c)/(b) <= 1.2,
+(d)/(c) <= 0.1, memory 48/12 <= 1.25.
 """
 
 from __future__ import annotations
@@ -16,122 +20,137 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA") or REPO / "data")
-SAMPLE = DATA / "ek60" / "DY1801_EK60-D20180211-T164025.raw"
-RANGE_BIN, PING_TIME_BIN = "20m", "20s"
+sys.path.insert(0, str(Path(__file__).parent))
+from common import BIN, REPO, Run, ek60_copies, timed  # noqa: E402
 
-
-def make_batch(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True)
-    files = []
-    for i in range(n):
-        p = folder / f"DY1801_EK60-D20180211-T{16 + i // 6:02d}{(i % 6) * 10:02d}25.raw"
-        shutil.copyfile(SAMPLE, p)
-        files.append(p)
-    return files
-
-
-def plain_script(files: list[Path], out: Path) -> None:
-    """What one would write by hand with echopype, one file after another."""
+CHAIN = """
+def chain(f, out):
     import echopype as ep
+    ed = ep.open_raw(f, sonar_model="EK60")
+    sv = ep.calibrate.compute_Sv(ed)
+    mvbs = ep.commongrid.compute_MVBS(sv, range_bin="20m", ping_time_bin="20s")
+    mvbs.to_zarr(out + "/" + f.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".zarr", mode="w")
+"""
+SCRIPT = CHAIN + """
+import sys
+out, files = sys.argv[1], sys.argv[2:]
+for f in files:
+    chain(f, out)
+"""
+POOL = CHAIN + """
+import sys
+from concurrent.futures import ProcessPoolExecutor
 
-    for sub in ("converted", "Sv", "MVBS"):
-        (out / sub).mkdir(parents=True)
-    for f in files:
-        ed = ep.open_raw(str(f), sonar_model="EK60")
-        ed.to_zarr(str(out / "converted" / f"{f.stem}.zarr"), overwrite=True)
-        sv = ep.calibrate.compute_Sv(ed)
-        sv.to_zarr(out / "Sv" / f"{f.stem}.zarr", mode="w")
-        mvbs = ep.commongrid.compute_MVBS(sv, range_bin=RANGE_BIN, ping_time_bin=PING_TIME_BIN)
-        mvbs.to_zarr(out / "MVBS" / f"{f.stem}.zarr", mode="w")
-
-
-def recipe(folder: Path, out: Path, concurrency: int) -> str:
-    return f"""
-name: bench
-source: {{url: {folder}}}
-sonar_model: EK60
-concurrency: {concurrency}
-quicklook: {{enabled: false}}
-output: {{prefix: {out}}}
-stages:
-  - open_raw
-  - compute_Sv
-  - compute_MVBS: {{range_bin: {RANGE_BIN}, ping_time_bin: {PING_TIME_BIN}}}
+if __name__ == "__main__":
+    out, files = sys.argv[1], sys.argv[2:]
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(chain, files, [out] * len(files)))
 """
 
 
-def timed(label: str, fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    seconds = time.perf_counter() - start
-    print(f"  {label:<44} {seconds:7.1f} s", flush=True)
-    return seconds
+def dated_copies(folder: Path, n: int) -> list[Path]:
+    """Copies of the sample whose pings are at the time in their names (10 min apart), so a
+    cruise-level MVBS sees a cruise, not 48 copies of the same minute."""
+    sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "recipes")]
+    from recipe_samples import EK60_TIME, shifted_copy
+
+    from echoflow.discover import file_time
+
+    files = ek60_copies(folder, n)
+    for f in files:
+        shifted_copy(f, f, file_time(f.name) - EK60_TIME)
+    return files
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=8)
-    ap.add_argument("--concurrency", type=int, default=0, help="echoflow workers (0: one per CPU)")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+def recipe(folder: Path, out: Path, cruise: bool = False) -> str:
+    combine = "combine_echodata, " if cruise else ""
+    return (f"name: bench\nsource: {{url: {folder}}}\nsonar_model: EK60\nconcurrency: 2\n"
+            f"quicklook: {{enabled: false}}\noutput: {{prefix: {out}}}\n"
+            f"stages: [open_raw, {combine}compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 20s}}}}]\n")
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def tree_bytes(path: Path, pattern: str = "*") -> int:
+    return sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=24)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the fastest counts")
     args = ap.parse_args()
-    if not SAMPLE.exists():
-        print(f"sample missing: {SAMPLE} (set ECHOFLOW_TEST_DATA)", file=sys.stderr)
-        return 2
-
     work = Path(tempfile.mkdtemp(prefix="echoflow-recipe-bench-"))
-    os.environ["ECHOFLOW_HOME"] = str(work / "home")
-    os.environ["ECHOFLOW_LOCAL_SERVER"] = "0"  # ephemeral API: nothing left running afterwards
-    os.environ.pop("PREFECT_API_URL", None)
+    py, echoflow = sys.executable, str(BIN / "echoflow")
+    env = {"ECHOFLOW_HOME": str(work / "home"), "PYTHONWARNINGS": "ignore"}
+    env_clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    os.environ.clear()
+    os.environ.update(env_clean)
     try:
-        from echoflow.home import use_embedded_default
+        all_files = dated_copies(work / "raw-all", 48)
+        folders = {}
+        for n in sorted({1, args.files, 12, 48}):  # a recipe takes a folder: one per size
+            folders[n] = work / f"raw-{n}"
+            folders[n].mkdir()
+            for f in all_files[:n]:
+                os.link(f, folders[n] / f.name)
+        batch = [str(p) for p in sorted(folders[args.files].iterdir())]
+        raw_bytes = tree_bytes(folders[args.files])
 
-        use_embedded_default(quiet=True)
-        import warnings
+        def run(name: str, text: str) -> list[str]:
+            path = work / f"{name}.yaml"
+            path.write_text(text)
+            return [echoflow, "run", str(path)]
 
-        warnings.filterwarnings("ignore")
-        from prefect import flow
+        # Start the local Prefect API once (later commands reuse it), as on a user's laptop.
+        timed(run("warm", recipe(folders[1], fresh(work / "warm"))), env)
+        c_out = work / "c"
+        variants = {
+            "(a) echopype script": lambda: [py, "-c", SCRIPT, str(fresh(work / "a")), *batch],
+            "(b) process pool (2)": lambda: [py, "-c", POOL, str(fresh(work / "b")), *batch],
+            "(c) echoflow run": lambda: run("c", recipe(folders[args.files], fresh(c_out))),
+            "(d) echoflow run again": lambda: run("c", recipe(folders[args.files], c_out)),
+        }
+        best: dict[str, Run] = {}
+        for _ in range(max(1, args.repeat)):
+            for name, cmd in variants.items():
+                r = timed(cmd(), env)
+                if name not in best or r.seconds < best[name].seconds or r.returncode:
+                    best[name] = r
+        out_bytes = tree_bytes(c_out, "*") - tree_bytes(c_out, "*.echoflow.json")
+        m12 = timed(run("m12", recipe(folders[12], fresh(work / "m12"), cruise=True)), env)
+        m48 = timed(run("m48", recipe(folders[48], fresh(work / "m48"), cruise=True)), env)
+        rows = [*best.items(), ("cruise MVBS, 12 files", m12), ("cruise MVBS, 48 files", m48)]
+        timed([echoflow, "server", "stop"], env)
 
-        from echoflow._echopype import load
-        from echoflow.workers import available_cpus
-        from echoflow.recipes.flow import run_recipe
-
-        load()  # both sides start with echopype imported
-
-        @flow
-        def warm_up() -> None:
-            """Start Prefect's API before timing."""
-
-        warm_up()
-        files = make_batch(work / "raw", args.files)
-        mb = sum(f.stat().st_size for f in files) / 1e6
-        cpus = available_cpus()
-        print(f"{len(files)} EK60 files, {mb:.1f} MB; {cpus} CPU(s); open_raw → compute_Sv → compute_MVBS "
-              f"({RANGE_BIN}, {PING_TIME_BIN})")
-
-        def echoflow_run(out: Path, concurrency: int) -> None:
-            state = run_recipe(recipe=recipe(work / "raw", out, concurrency), return_state=True)
-            if not state.is_completed():
-                raise SystemExit(f"echoflow run failed: {state.message}")
-
-        plain = timed("plain echopype script (sequential)", plain_script, files, work / "plain")
-        par = timed(f"echoflow run-recipe (concurrency {args.concurrency or cpus})",
-                    echoflow_run, work / "ef", args.concurrency)
-        one = timed("echoflow run-recipe (concurrency 1)", echoflow_run, work / "ef1", 1)
-        again = timed("echoflow run-recipe again (all complete: skipped)", echoflow_run, work / "ef", 0)
-        print(f"ratio echoflow / plain: {par / plain:.2f} (concurrency {args.concurrency or cpus}), "
-              f"{one / plain:.2f} (concurrency 1); re-run {again / plain:.2f}")
-        return 0
+        a, b, c, d = (best[k] for k in variants)
+        print(f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample (1.2 MB); "
+              f"open_raw → compute_Sv → compute_MVBS (20m, 20s); {os.cpu_count()} CPUs, "
+              f"Python {sys.version.split()[0]}")
+        print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
+        for name, r in rows:
+            print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")
+        checks = [
+            ("speed-up of (c) over (a)", a.seconds / c.seconds, ">= 1.6", a.seconds / c.seconds >= 1.6),
+            ("(c) / (b) wall time", c.seconds / b.seconds, "<= 1.2", c.seconds / b.seconds <= 1.2),
+            ("(d) re-run / (c)", d.seconds / c.seconds, "<= 0.1", d.seconds / c.seconds <= 0.1),
+            ("peak memory 48 / 12 files", m48.peak_mb / m12.peak_mb, "<= 1.25", m48.peak_mb / m12.peak_mb <= 1.25),
+        ]
+        print(f"\n{'ratio':32} {'value':>7} {'target':>8}")
+        for name, value, target, ok in checks:
+            print(f"{name:32} {value:7.2f} {target:>8}  {'ok' if ok else 'MISSED'}")
+        print(f"output bytes per raw byte (c): {out_bytes / raw_bytes:.4f} ({out_bytes} / {raw_bytes})")
+        if any(r.returncode for _, r in rows):
+            sys.exit("a variant failed; see stderr above")
     finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

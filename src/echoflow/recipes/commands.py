@@ -90,6 +90,26 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _answer_if_complete(plan: Any, json_out: bool, quiet: bool) -> int:
+    """Every output complete: report so from the listings, without starting Prefect or a run.
+    Otherwise the number of files with work to do."""
+    from echoflow import display
+    from echoflow.recipes.status import report, standing
+
+    done, files = standing(plan)
+    if done is None:
+        return files
+    result = report(plan, done)
+    prefix = plan.recipe.output.prefix.rstrip("/") + "/"
+    if json_out:
+        display.print_json({"ok": True, "headline": result["headline"], "output_prefix": prefix,
+                            "prefect_api": None, "results": result["results"]})
+    elif not quiet:
+        print_results(result, prefix)
+        err.print("[dim]every output is complete; nothing to run (--overwrite recomputes)[/]", highlight=False)
+    raise typer.Exit(0)
+
+
 def run(
     recipe: str = typer.Argument(..., help="Recipe YAML file (path or URL)"),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be processed; write nothing"),
@@ -110,8 +130,16 @@ def run(
         if dry_run:
             print_plan(make_plan(rec))
             raise typer.Exit(0)
+        plan = make_plan(rec)
+        files = _answer_if_complete(plan, json_out, quiet) if not overwrite else len(plan.chains)
     except EchoflowError as exc:
         _fail(one_line(exc))
+    from echoflow.workers import Workers, available_cpus, using
+
+    # echopype takes seconds to import: the worker processes load it while this process
+    # starts Prefect (as `convert` does), and this process never imports it.
+    pool = Workers(max(1, min(rec.concurrency or available_cpus(), files)))
+    pool.__enter__()
 
     from echoflow.home import foreground_run, use_embedded_default
 
@@ -128,9 +156,11 @@ def run(
     from echoflow.cli import err as cli_err
 
     with display.LibraryOutput(not verbose, (err, cli_err)), \
-            display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)), foreground_run():
+            display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)), foreground_run(), \
+            using(pool):
         state = run_recipe(recipe=recipe, storage_options=opts, overwrite=overwrite, return_state=True)
         display.note_run(state)
+    pool.release()  # the processes exit while this one reports
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         _fail(one_line(result))

@@ -26,7 +26,8 @@ from echoflow.flows.cruise import chunked, wait_all
 from echoflow.recipes.chain import failed
 from echoflow.recipes.plan import FileChain, Job, Plan, is_complete, is_done
 from echoflow.recipes.stages import StageResult
-from echoflow.recipes.tasks import complete_groups, group_jobs, pool_size, run_chains, run_reduces
+from echoflow.recipes.status import complete_groups, group_jobs
+from echoflow.recipes.tasks import pool_size, run_chains, run_reduces
 
 PART_KEY = "echoflow-recipe-part"
 Part = dict[str, list[str]]  # {"files": [stems]} or {"groups": [names]}

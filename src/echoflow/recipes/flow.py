@@ -27,7 +27,8 @@ from echoflow.recipes import fanout
 from echoflow.recipes.load import load_recipe, with_env_options
 from echoflow.recipes.plan import Job, Plan, complete, is_done, make_plan
 from echoflow.recipes.stages import StageResult
-from echoflow.recipes.tasks import complete_groups, group_jobs, pool_size, run_chains, run_reduces, skipped
+from echoflow.recipes.status import complete_groups, group_jobs, report, skipped
+from echoflow.recipes.tasks import pool_size, run_chains, run_reduces
 
 QUICKLOOK_STAGES = ("compute_Sv", "compute_MVBS")
 
@@ -80,14 +81,10 @@ def attach(looks: list[tuple[Job, list[quicklook.Echogram]]], plan: Plan) -> int
 def summarize(plan: Plan, results: list[StageResult]) -> State:
     log = run_logger()
     bad = [r for r in results if r.status == "failed"]
-    counts = {s: sum(r.status == s for r in results) for s in ("converted", "computed", "skipped", "failed")}
-    headline = (f"recipe {plan.recipe.name}: {len(plan.listing.selected)} files, "
-                f"{len(results)} stage outputs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    data = report(plan, results)
+    headline = data["headline"]
     create_table_artifact(key=artifact_key("echoflow-recipe", plan.recipe.name),
-                          table=[r.model_dump() for r in results], description=headline)
-    data = {"headline": headline, "results": [r.model_dump() for r in results],
-            "files": [f.model_dump(mode="json") for f in plan.listing.selected],
-            "undated": [f.model_dump(mode="json") for f in plan.listing.undated]}
+                          table=data["results"], description=headline)
     if not bad:
         log.info(headline)
         return Completed(message=headline, data=data)
@@ -174,8 +171,13 @@ def cross_file(plan: Plan, results: list[StageResult], overwrite: bool, child: d
     groups, jobs = group_jobs(plan, complete(plan))
     done = complete_groups(plan, jobs, overwrite)
     todo = [j for j in jobs if not is_done(j, done)]
-    run_logger().info("%d group(s): %s; %d output(s) to make", len(groups),
-                      ", ".join(f"{g.name} ({len(g.items)} files)" for g in groups[:20]), len(todo))
+    log = run_logger()
+    log.info("%d group(s): %s; %d output(s) to make", len(groups),
+             ", ".join(f"{g.name} ({len(g.items)} files)" for g in groups[:20]), len(todo))
+    outside = sorted({c.item for c in plan.chains} - {i for g in groups for i in g.items})
+    if outside:
+        log.warning("%d file(s) are in no group (no transect of the schedule holds them): %s",
+                    len(outside), ", ".join(outside[:10]))
     out = [skipped(j, done) for j in jobs if is_done(j, done)]
     if fan:
         return out + fanout.fan_out(child, fanout.group_parts(todo), *fan)

@@ -58,14 +58,16 @@ def merge_bin(holders: list[Any]) -> Any:
     return out
 
 
-def merge_mvbs(parts: list[Any], ping_time_bin: str) -> Any:
+def merge_mvbs(parts: list[Any], ping_time_bin: str, names: list[str]) -> Any:
     import pandas as pd
 
     times = [pd.DatetimeIndex(p["ping_time"].values) for p in parts]
     shared = {t for t, n in Counter(t for ts in times for t in ts).items() if n > 1}
-    for ts in times:
+    for name, ts in zip(names, times):
         if any(t in shared for t in ts[1:-1]):
-            raise StageFailed("files overlap in time; their MVBS cannot be merged (remove the duplicate file)")
+            other = next(n for n, o in zip(names, times) if n != name and set(o) & set(ts[1:-1]))
+            raise StageFailed(f"{storage.shown(name)} and {storage.shown(other)} hold pings of the same "
+                              "time; one file's MVBS cannot be merged into the other's (remove the duplicate)")
     merged = [merge_bin([p.sel(ping_time=[t]) for p, ts in zip(parts, times) if t in ts]) for t in sorted(shared)]
     body = [p.drop_sel(ping_time=[t for t in ts if t in shared]) for p, ts in zip(parts, times)]
     out = join([b for b in body if b.sizes["ping_time"]] + merged).sortby("ping_time")
@@ -74,25 +76,27 @@ def merge_mvbs(parts: list[Any], ping_time_bin: str) -> Any:
     return out.reindex(ping_time=grid, fill_value=fill)
 
 
-def open_parts(job: Job) -> list[Any]:
+def open_parts(job: Job) -> tuple[list[Any], list[str]]:
+    """The per-file outputs, opened lazily, in time order, with their paths."""
     import xarray as xr
 
-    parts = [xr.open_zarr(p, storage_options=job.storage_options or None) for p in job.inputs]
-    return sorted(parts, key=lambda p: p["ping_time"].values[0])
+    parts = [(xr.open_zarr(p, storage_options=job.storage_options or None), p) for p in job.inputs]
+    parts.sort(key=lambda pair: pair[0]["ping_time"].values[0])
+    return [p for p, _ in parts], [n for _, n in parts]
 
 
 def compute(job: Job) -> Any:
     from echoflow._echopype import load
 
-    ep = load()
     if job.stage == COMBINE:
+        ep = load()
         eds = [ep.open_converted(p, storage_options=job.storage_options or {}) for p in job.inputs]
         return ep.combine_echodata(eds, **job.params)
-    parts = open_parts(job)
-    if job.stage == "compute_MVBS":
-        return merge_mvbs(parts, job.params.get("ping_time_bin", "20s"))
+    parts, names = open_parts(job)
+    if job.stage == "compute_MVBS":  # xarray only: no echopype import where this runs
+        return merge_mvbs(parts, job.params.get("ping_time_bin", "20s"), names)
     if job.stage == "compute_NASC":
-        return ep.commongrid.compute_NASC(join(parts), **job.params)
+        return load().commongrid.compute_NASC(join(parts), **job.params)
     return join(parts)
 
 

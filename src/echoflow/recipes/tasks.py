@@ -8,19 +8,17 @@ Twice as many task threads as processes keep a file queued for every process.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from echoflow import storage
 from echoflow.errors import one_line
 from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger
 from echoflow.recipes.chain import ChainResult, failed, run_chain
-from echoflow.recipes.groups import Group, Span, make_groups
-from echoflow.recipes.plan import FileChain, Job, Plan, fingerprint, is_done, reduce_input, stage_output
+from echoflow.recipes.plan import FileChain, Job
 from echoflow.recipes.reduce import run_reduce
 from echoflow.recipes.stages import StageResult
 from echoflow.workers import Workers, available_cpus, current_workers, using
@@ -95,58 +93,3 @@ def run_reduces(jobs: list[Job], workers: int) -> list[StageResult]:
     for i, res in submit_all(reduce_task, [{"job": j} for j in jobs], workers):
         out.append(failed(jobs[i], one_line(res)) if isinstance(res, BaseException) else res)
     return out
-
-
-def spans(plan: Plan, records: dict[str, dict[str, Any]], stage: str) -> list[Span]:
-    """Each file's data time span, from the markers of its `stage` outputs."""
-    out = []
-    for c in plan.chains:
-        job = next((j for j in c.jobs() if j.stage == stage), None)
-        rec = records.get(job.output) if job and is_done(job, records) else None
-        if rec and rec.get("first_ping") and rec.get("last_ping"):
-            from datetime import datetime
-
-            out.append(Span(item=c.item, first=datetime.fromisoformat(rec["first_ping"]),
-                            last=datetime.fromisoformat(rec["last_ping"])))
-    return out
-
-
-def group_jobs(plan: Plan, records: dict[str, dict[str, Any]]) -> tuple[list[Group], list[Job]]:
-    """The groups (from the files' times) and one output per group and cross-file stage."""
-    rec = plan.recipe
-    if not plan.cross:
-        return [], []
-    first = reduce_input(rec, plan.cross[0])
-    groups, outside = make_groups(rec, spans(plan, records, first))
-    if outside:
-        run_logger().warning("%d file(s) fall in no transect of the schedule: %s", len(outside),
-                             ", ".join(outside[:10]))
-    chains = {c.item: {j.stage: j for j in c.jobs()} for c in plan.chains}
-    jobs = []
-    for g in groups:
-        for stage in plan.cross:
-            parts = [chains[i][reduce_input(rec, stage)] for i in g.items]
-            params = rec.stage(stage).model_dump(exclude_none=True)
-            jobs.append(Job(stage=stage, item=g.name, params=params, inputs=[p.output for p in parts],
-                            output=stage_output(rec, stage, g.name), sonar_model=rec.sonar_model,
-                            storage_options=rec.output.storage_options,
-                            fingerprint=fingerprint(stage=stage, params=params, group=g.name,
-                                                    inputs=[p.fingerprint for p in parts])))
-    return groups, jobs
-
-
-def complete_groups(plan: Plan, jobs: list[Job], overwrite: bool) -> dict[str, dict[str, Any]]:
-    if overwrite or not jobs:
-        return {}
-    prefix = plan.recipe.output.prefix.rstrip("/")
-    out: dict[str, dict[str, Any]] = {}
-    for stage in plan.cross:
-        out.update(storage.complete_outputs(f"{prefix}/{stage}", [j.output for j in jobs if j.stage == stage],
-                                            plan.recipe.output.storage_options))
-    return out
-
-
-def skipped(job: Job, records: Optional[dict[str, dict[str, Any]]] = None) -> StageResult:
-    rec = (records or {}).get(job.output) or {}
-    return StageResult(stage=job.stage, item=job.item, status="skipped", output=storage.public_url(job.output),
-                       bytes=rec.get("bytes"))
