@@ -40,6 +40,11 @@ def echoflow_home() -> Path:
     return Path(os.environ.get("ECHOFLOW_HOME") or "~/.echoflow").expanduser()
 
 
+def connected() -> Optional[Api]:
+    """The API this process already uses, if `connect` has run."""
+    return _current
+
+
 def configured_api() -> Optional[Api]:
     """The API the user configured for Prefect, by Prefect's own settings resolution."""
     from prefect.settings import get_current_settings

@@ -46,7 +46,7 @@ def test_convert_folder_shows_summary_and_exit_code(run_cli, tmp_path):
 def test_azfp_with_xml(run_cli, tmp_path):
     proc = run_cli("convert", str(AZFP_RAW), "-m", "AZFP", "--xml", str(AZFP_XML), "-o", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
-    assert_matches_direct(str(tmp_path / "o" / "17031001.nc"), AZFP_RAW, "AZFP", tmp_path, xml=AZFP_XML)
+    assert_matches_direct(str(tmp_path / "o" / "17031001.01A.nc"), AZFP_RAW, "AZFP", tmp_path, xml=AZFP_XML)
 
 
 def test_partial_failure_exits_nonzero_and_lists_every_file(run_cli, tmp_path):
@@ -90,7 +90,7 @@ def test_unreadable_bucket(run_cli, tmp_path, s3_env, private_bucket, s3_options
     proc = run_cli("convert", f"s3://{private_bucket}/cli/{EK60_RAW.name}", "-m", "EK60", "--anon",
                    "-o", str(tmp_path / "o"), env={"AWS_ENDPOINT_URL": s3_env["AWS_ENDPOINT_URL"]})
     assert proc.returncode == 1
-    assert "permission denied while downloading; check credentials" in proc.stdout
+    assert "access denied (403) while downloading; check credentials" in proc.stdout
 
 
 def test_graph_writes_an_image(run_cli, tmp_path):

@@ -79,6 +79,7 @@ def test_plain_script_without_main_guard_records_on_the_local_api(home, tmp_path
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("STATE Completed") == 1, proc.stdout  # workers did not re-run the script
+    assert proc.stderr.count("echoflow: runs recorded in local Prefect API http://127.0.0.1:") == 1, proc.stderr
     for raw in raws:
         assert read_marker(str(tmp_path / "script-out" / f"{raw.stem}.zarr"), {}) is not None
     api = re.search(r"API (http://\S+/api)", cli(env, "server", "status").stdout).group(1)

@@ -49,9 +49,12 @@ class EchoflowFlow(Flow):  # type: ignore[type-arg]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
             return super().__call__(*args, **kwargs)  # a subflow: the parent chose the API
-        from echoflow.home import connect
+        from echoflow import home
 
-        connect()
+        first = home.connected() is None
+        api = home.connect()
+        if first:  # say once, as the CLI does, where this process records its runs
+            print(f"echoflow: runs recorded in {api.describe()}", file=sys.stderr)
         with detached_main():
             return super().__call__(*args, **kwargs)
 
