@@ -115,6 +115,7 @@ def summary_table(summary: Any, out_prefix: str) -> Table:
 def print_summary(console: Console, summary: Any, out_prefix: str) -> None:
     print_wide(console, summary_table(summary, out_prefix))
     print_errors(console, [f.error for f in summary.files if f.error])
+    print_run_url(console)
 
 
 def print_errors(console: Console, errors: list[str]) -> None:
@@ -130,6 +131,7 @@ def print_json(document: dict[str, Any]) -> None:
 
 def summary_json(summary: Any, out_prefix: str, api: str) -> dict[str, Any]:
     return {"ok": summary.ok, "headline": summary.headline(), "output_prefix": out_prefix, "prefect_api": api,
+            "run_url": run_url(),
             "counts": {s: summary.count(s) for s in sorted({f.status for f in summary.files})},
             "files": [f.model_dump() for f in summary.files]}
 
@@ -251,10 +253,29 @@ class LibraryOutput:
         return True
 
 
+_last_run_url: Optional[str] = None
+
+
 def note_run(state: Any) -> None:
-    """The run whose log gets the captured library output."""
+    """The run just finished: its log gets the captured library output; its UI page is shown."""
+    global _last_run_url
+    run_id = getattr(state.state_details, "flow_run_id", None)
     if LibraryOutput.active is not None:
-        LibraryOutput.active.run_id = getattr(state.state_details, "flow_run_id", None)
+        LibraryOutput.active.run_id = run_id
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    _last_run_url = f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui and run_id else None
+
+
+def run_url() -> Optional[str]:
+    """The UI page of the run this command recorded (None when there is no UI)."""
+    return _last_run_url
+
+
+def print_run_url(console: Console) -> None:
+    if _last_run_url:
+        console.print(f"run: {_last_run_url}", highlight=False, soft_wrap=True)
 
 
 class Ticker:

@@ -100,9 +100,10 @@ def test_browser_shows_run_tasks_logs_and_summary(home, tmp_path):
     [run] = [r for r in flow_runs(f"{ui}/api", "convert-batch") if r["parameters"]["output_prefix"] == str(out)]
     name = f"convert-batch · out · {EK60_RAW.stem}"
     assert run["name"] == name
+    printed = re.search(r"^run: (\S+)$", proc.stdout, re.M).group(1)
+    assert printed == f"{ui}/runs/flow-run/{run['id']}"
     with chromium(free_port()) as page:
-        page.open(f"{ui}/runs/flow-run/{run['id']}", name, "Completed", f"files to {out}",
-                  "Finished in state Completed")
+        page.open(printed, name, "Completed", f"files to {out}", "Finished in state Completed")
         page.click("Task Runs", f"convert {EK60_RAW.name}")
         page.click("Artifacts", "echoflow-summary", "1 files: 1 converted")
 

@@ -74,6 +74,7 @@ def print_results(data: dict[str, Any], prefix: str) -> None:
     display.print_wide(out, display.results_table(data, prefix))
     display.print_errors(out, [f"{r['stage']} {r['item']}: {r['error']}" for r in data.get("results", [])
                                if r.get("error")])
+    display.print_run_url(out)
 
 
 def _quiet() -> None:
@@ -167,7 +168,8 @@ def run(
     prefix = rec.output.prefix.rstrip("/") + "/"
     if json_out:
         display.print_json({"ok": state.is_completed(), "headline": result.get("headline", ""),
-                            "output_prefix": prefix, "prefect_api": where, "results": result.get("results", [])})
+                            "output_prefix": prefix, "prefect_api": where, "run_url": display.run_url(),
+                            "results": result.get("results", [])})
     elif quiet:
         display.print_errors(err, [f"{r['stage']} {r['item']}: {r['error']}" for r in result.get("results", [])
                                    if r.get("error")])
