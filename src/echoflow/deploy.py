@@ -161,7 +161,7 @@ def watch_settings() -> Optional[dict[str, Any]]:
     text = os.environ.get("ECHOFLOW_WATCH", "").strip()
     if not text:
         return None
-    from echoflow.watch import schedule_settings
+    from echoflow.flows.watch import schedule_settings
 
     return schedule_settings(text)
 

@@ -12,12 +12,11 @@ when it changes (another size, mtime or ETag) or when asked to.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import posixpath
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -26,7 +25,7 @@ from echoflow import storage
 from echoflow.errors import ParameterError
 
 FAILED_SUFFIX = ".echoflow-failed.json"
-STATE_PREFIX = ".echoflow-watch-"
+MAX_ATTEMPTS = 3
 # A folder source holds raw files beside other things: never take these.
 SKIP_SUFFIXES = (".nc", ".zarr", ".json", ".xml", ".txt", ".md", ".tmp", ".part", ".partial")
 
@@ -54,6 +53,7 @@ class Entry:
     status: str = "seen"  # seen (not yet converted), done, failed
     since: float = 0.0  # when this fingerprint was first listed (watcher's clock)
     error: Optional[str] = None
+    attempts: int = 0  # runs that died while converting it (not counting data errors)
 
     def fingerprint(self) -> list[Any]:
         return [self.size, self.mtime, self.etag]
@@ -147,12 +147,6 @@ def failure_url(output: str) -> str:
     return output.rstrip("/") + FAILED_SUFFIX
 
 
-def state_url(output_prefix: str, source: str) -> str:
-    """The scheduled watcher's memory, beside the outputs; one per watched source."""
-    key = hashlib.sha1(storage.public_url(source).encode()).hexdigest()[:12]
-    return f"{output_prefix.rstrip('/')}/{STATE_PREFIX}{key}.json"
-
-
 class Watcher:
     """Decides, listing after listing, which files to convert; records what became of them."""
 
@@ -220,15 +214,14 @@ class Watcher:
         """Markers and failure records decide which candidates are new work (a batch, once each)."""
         outputs = {f.url: self.output(f.url) for f in candidates}
         complete = storage.complete_outputs(self.prefix, list(outputs.values()), self.output_options)
-        failures = {} if self.retry_failed else self._failure_records([o for u, o in outputs.items()
-                                                                        if outputs[u] not in complete])
+        failures = self._failure_records([o for o in outputs.values() if o not in complete])
         for f in candidates:
             entry = self.files[f.url]
             out = outputs[f.url]
             if out in complete:
                 entry.status = "done"
                 result.done.append((f, complete[out]))
-            elif out in failures and failures[out].get("fingerprint") == f.fingerprint():
+            elif out in failures and failures[out].get("fingerprint") == f.fingerprint() and not self.retry_failed:
                 entry.status, entry.error = "failed", str(failures[out].get("error"))
                 result.failed_before.append((f, entry.error))
             else:
@@ -262,10 +255,17 @@ class Watcher:
                     continue  # a torn record: try the file again
         return records
 
-    def record(self, f: Listed, status: str, error: Optional[str] = None) -> None:
-        """What became of a file this watcher sent to conversion (converted, skipped, failed)."""
+    def record(self, f: Listed, status: str, error: Optional[str] = None, infrastructure: bool = False) -> None:
+        """What became of a file this watcher sent to conversion (converted, skipped, failed).
+
+        `infrastructure`: it failed because its run died (an evicted or killed pod), not because
+        of its data: it stays new, up to MAX_ATTEMPTS times, before it counts as failed."""
         entry = self.files.get(f.url) or Entry(size=f.size, mtime=f.mtime, etag=f.etag, since=self.clock())
         self.files[f.url] = entry
+        self.changed = True
+        if status == "failed" and infrastructure and entry.attempts + 1 < MAX_ATTEMPTS:
+            entry.attempts += 1
+            return
         fs, _ = storage.filesystem(self.prefix, self.output_options)
         path = failure_url(self.output(f.url))
         if status == "failed":
@@ -281,7 +281,6 @@ class Watcher:
                 except FileNotFoundError:
                     pass
             entry.status, entry.error = "done", None
-        self.changed = True
 
 
 def write_json(fs: Any, path: str, doc: dict[str, Any]) -> None:
@@ -295,51 +294,3 @@ def write_json(fs: Any, path: str, doc: dict[str, Any]) -> None:
         os.replace(tmp, target)
     else:
         fs.pipe_file(target, data)
-
-
-def load_state(url: str, options: Optional[dict[str, Any]]) -> dict[str, Entry]:
-    """The entries a scheduled run left; none (a fresh start, markers decide) when absent or torn."""
-    fs, path = storage.filesystem(url, options)
-    try:
-        doc = json.loads(fs.cat_file(path, start=0))  # a range: s3fs reads whole objects after a HEAD
-        return {u: Entry(**e) for u, e in doc["files"].items()}
-    except FileNotFoundError:
-        return {}
-    except (ValueError, KeyError, TypeError):
-        return {}
-    except Exception as exc:
-        raise storage.io_error(exc, url, "reading the watch state") from exc
-
-
-def save_state(url: str, options: Optional[dict[str, Any]], files: dict[str, Entry], source: str) -> None:
-    fs, _ = storage.filesystem(url, options)
-    try:
-        write_json(fs, url, {"source": storage.public_url(source),
-                             "files": {u: asdict(e) for u, e in files.items()}})
-    except Exception as exc:
-        raise storage.io_error(exc, url, "writing the watch state") from exc
-
-
-def schedule_settings(text: str) -> dict[str, Any]:
-    """The scheduled watch deployment's settings (JSON, e.g. from the chart):
-    {"parameters": {source, sonar_model, output_prefix, ...}, "interval": seconds | "cron": "...",
-    "timezone": "UTC", "job_variables": {...}} or {"enabled": false}."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ParameterError(f"watch settings are not valid JSON ({exc.msg} at char {exc.pos})") from None
-    if isinstance(doc, dict) and doc.get("enabled") is False:
-        return doc  # registered without a schedule
-    if not isinstance(doc, dict) or not isinstance(doc.get("parameters"), dict):
-        raise ParameterError("watch settings need a 'parameters' object (source, sonar_model, output_prefix)")
-    missing = [k for k in ("source", "sonar_model", "output_prefix") if not doc["parameters"].get(k)]
-    if missing:
-        raise ParameterError(f"watch settings: parameters {', '.join(missing)} must be set")
-    if not isinstance(doc.get("job_variables", {}), dict):
-        raise ParameterError("watch settings: job_variables must be an object (e.g. {\"cpu_request\": \"250m\"})")
-    interval, cron = doc.get("interval"), doc.get("cron")
-    if bool(interval) == bool(cron):
-        raise ParameterError("watch settings: set exactly one of 'interval' (seconds) or 'cron'")
-    if interval and (not isinstance(interval, (int, float)) or interval < 10):
-        raise ParameterError(f"watch settings: interval must be a number of seconds ≥ 10, got {interval!r}")
-    return doc

@@ -44,7 +44,8 @@ def test_scheduled_runs_take_each_settled_file_once(tmp_path):
     names = [f"DY1801_EK60-{t}.raw" for t in EK60_TIMES[:3]]
     for n in names[:2]:
         aged(Path(shutil.copyfile(EK60_RAW, raw / n)))
-    shutil.copyfile(EK60_RAW, raw / names[2])  # just written: not settled
+    data = EK60_RAW.read_bytes()
+    (raw / names[2]).write_bytes(data[:len(data) // 2])  # being recorded: not settled
     written = time.time()
     kw = dict(source=str(raw / "*.raw"), sonar_model="EK60", output_prefix=str(out), output_type="zarr",
               settle_seconds=SETTLE, concurrency=1, files_per_job=1, batch_deployment=None)
@@ -59,6 +60,9 @@ def test_scheduled_runs_take_each_settled_file_once(tmp_path):
     files = json.loads(memory.read_text())["files"]
     assert files[str(raw / names[2])]["status"] == "seen" and files[str(raw / names[0])]["status"] == "done"
 
+    with (raw / names[2]).open("ab") as f:  # still being written: changed since the last listing
+        f.write(data[len(data) // 2:])
+    written = time.time()
     idle = watch_prefix(**kw, return_state=True)
     assert idle.is_completed() and "nothing new and settled (1 not settled yet)" in idle.message
     assert children(idle.state_details.flow_run_id) == []
