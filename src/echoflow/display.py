@@ -3,17 +3,15 @@
 In a terminal progress is a bar; without one (scripts, CI logs) it is a line every
 ECHOFLOW_PROGRESS_SECONDS (default 10). Tables never split a name: they are as wide as
 their longest row, whatever the terminal says. Library warnings (echopype's, zarr's)
-belong in the run's log, where `-v` shows them too.
+belong in the run's log (see runlog.py), where `-v` shows them too.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import PurePosixPath
 from types import TracebackType
 from typing import Any, Optional
@@ -21,6 +19,8 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from echoflow.runlog import LibraryOutput, libraries_to_run_log  # noqa: F401 - the CLI's one import for output
 
 COLOUR = {"converted": "green", "computed": "green", "skipped": "cyan", "failed": "red"}
 
@@ -136,121 +136,6 @@ def summary_json(summary: Any, out_prefix: str, api: str) -> dict[str, Any]:
             "files": [f.model_dump() for f in summary.files]}
 
 
-class RunLogHandler(logging.Handler):
-    """Library log records into the current Prefect run's log (dropped outside a run)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from prefect import get_run_logger
-        from prefect.exceptions import MissingContextError
-
-        try:
-            logger = get_run_logger()
-        except MissingContextError:
-            return
-        logger.log(record.levelno, "%s: %s", record.name, record.getMessage())
-
-
-def _show_in_run_log(message: Any, category: type[Warning], filename: str, lineno: int,
-                     file: Any = None, line: Optional[str] = None) -> None:
-    RunLogHandler().emit(logging.LogRecord("py.warnings", logging.WARNING, filename, lineno,
-                                           f"{category.__name__}: {message}", None, None))
-
-
-def libraries_to_run_log(load_echopype: bool = True) -> None:
-    """echopype's log lines (e.g. tau_effective notices) and Python warnings (e.g. zarr's
-    ZarrUserWarning) go to the run's log instead of this terminal."""
-    warnings.showwarning = _show_in_run_log
-    if not load_echopype:
-        return
-    from echoflow._echopype import load
-
-    load()  # echopype sets up its loggers on import: replace their terminal handlers after that
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("echopype"):
-            logger = logging.getLogger(name)
-            for h in list(logger.handlers):
-                if isinstance(h, logging.StreamHandler):
-                    logger.removeHandler(h)
-    top = logging.getLogger("echopype")  # its children propagate here
-    top.addHandler(RunLogHandler(logging.INFO))
-    top.propagate = False  # not on to the root logger's terminal handlers either
-
-
-class LibraryOutput:
-    """While a run lasts, what worker processes print (echopype's tau_effective notices,
-    zarr's ZarrUserWarning...) goes to the run's log instead of the terminal.
-
-    Workers inherit this process's stderr (file descriptor 2), and libraries here write to
-    it too, so fd 2 becomes a pipe for the duration, read by a thread; echoflow's own
-    consoles are pointed at the real stderr, kept aside. At the end the lines are written to the run's log (or, when no
-    run was recorded, to the terminal after all: nothing is lost).
-    """
-
-    MAX_LINES = 5000
-    active: Optional["LibraryOutput"] = None
-
-    def __init__(self, enabled: bool, consoles: tuple[Console, ...] = ()) -> None:
-        self.enabled, self.consoles = enabled, consoles
-        self.run_id: Any = None
-        self.lines: list[tuple[float, str]] = []
-        self._real = -1
-        self._real_file: Any = None
-
-    def __enter__(self) -> "LibraryOutput":
-        LibraryOutput.active = self
-        if not self.enabled:
-            return self
-        import threading
-
-        sys.stderr.flush()
-        self._real = os.dup(2)
-        read, write = os.pipe()
-        os.dup2(write, 2)
-        os.close(write)
-        self._real_file = os.fdopen(os.dup(self._real), "w", buffering=1)
-        for console in self.consoles:
-            console.file = self._real_file
-        self._reader = threading.Thread(target=self._read, args=(read,), daemon=True, name="echoflow-stderr")
-        self._reader.start()
-        return self
-
-    def _read(self, fd: int) -> None:
-        with os.fdopen(fd, "r", errors="replace") as pipe:
-            for line in pipe:
-                if len(self.lines) < self.MAX_LINES and line.strip():
-                    self.lines.append((time.time(), line.rstrip()))
-
-    def __exit__(self, *exc: Any) -> None:
-        LibraryOutput.active = None
-        if not self.enabled:
-            return
-        sys.stderr.flush()
-        os.dup2(self._real, 2)  # closes this process's end of the pipe
-        os.close(self._real)
-        for console in self.consoles:
-            console.file = None  # back to sys.stderr
-        self._real_file.close()
-        self._reader.join(timeout=1.0)  # workers still exiting may hold the pipe a moment longer
-        if self.lines and not self._to_run_log():
-            for _, line in self.lines:
-                sys.stderr.write(line + "\n")
-
-    def _to_run_log(self) -> bool:
-        if self.run_id is None:
-            return False
-        from datetime import datetime, timezone
-
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.actions import LogCreate
-
-        try:
-            with get_client(sync_client=True) as client:
-                client.create_logs([LogCreate(name="echoflow.libraries", level=logging.WARNING, message=line,
-                                              timestamp=datetime.fromtimestamp(t, timezone.utc),
-                                              flow_run_id=self.run_id) for t, line in list(self.lines)])
-        except Exception:  # noqa: BLE001 - the API is gone: show them here instead
-            return False
-        return True
 
 
 _last_run_url: Optional[str] = None

@@ -137,14 +137,17 @@ def run(
         _fail(one_line(exc))
     from echoflow.workers import Workers, available_cpus, using
 
+    from echoflow import display
+    from echoflow.cli import err as cli_err
+
+    # before the workers start: they inherit this process's stderr
+    library = display.LibraryOutput(not verbose, (err, cli_err)).__enter__()
     # echopype takes seconds to import: the worker processes load it while this process
     # starts Prefect (as `convert` does), and this process never imports it.
     pool = Workers(max(1, min(rec.concurrency or available_cpus(), files)))
     pool.__enter__()
 
     from echoflow.home import foreground_run, use_embedded_default
-
-    from echoflow import display
 
     where = use_embedded_default(quiet=not verbose)
     if not (quiet or json_out):
@@ -154,14 +157,12 @@ def run(
         display.libraries_to_run_log(load_echopype=False)
     from echoflow.recipes.flow import run_recipe
 
-    from echoflow.cli import err as cli_err
-
-    with display.LibraryOutput(not verbose, (err, cli_err)), \
-            display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)), foreground_run(), \
+    with display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)), foreground_run(), \
             using(pool):
         state = run_recipe(recipe=recipe, storage_options=opts, overwrite=overwrite, return_state=True)
         display.note_run(state)
     pool.release()  # the processes exit while this one reports
+    library.__exit__(None, None, None)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         _fail(one_line(result))
