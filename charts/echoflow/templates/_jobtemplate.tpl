@@ -22,6 +22,9 @@ Rendered as YAML here; the ConfigMap stores it as JSON.
 {{- range $k := list "env" "labels" "name" "image" "backoff_limit" "finished_job_ttl" "active_deadline_seconds" "job_watch_timeout_seconds" "pod_watch_timeout_seconds" "stream_output" "cpu_request" "cpu_limit" "memory_request" "memory_limit" "ephemeral_storage_request" "ephemeral_storage_limit" -}}
 {{- $_ := set $ph $k (include "echoflow.ph" $k) -}}
 {{- end -}}
+{{- if ge (int $v.stopGraceSeconds) (int $v.terminationGracePeriodSeconds) -}}
+{{- fail "flowRuns.stopGraceSeconds must be below flowRuns.terminationGracePeriodSeconds (the pod is killed when that ends)" -}}
+{{- end -}}
 {{- $scratch := $v.scratch.mountPath -}}
 {{- $ns := include "echoflow.flowRunNamespace" . -}}
 {{- $image := include "echoflow.image" (dict "ctx" . "image" $v.image) -}}
@@ -32,6 +35,7 @@ job_configuration:
   env:
     ECHOFLOW_HOME: {{ printf "%s/.echoflow" .Values.homeDir | quote }}
     ECHOFLOW_SCRATCH: {{ $scratch | quote }}
+    ECHOFLOW_STOP_GRACE_SECONDS: {{ $v.stopGraceSeconds | toString | quote }}
     HOME: {{ .Values.homeDir | quote }}
     PREFECT_HOME: {{ printf "%s/.prefect" .Values.homeDir | quote }}
     MPLCONFIGDIR: "/tmp/matplotlib"
@@ -69,6 +73,7 @@ job_configuration:
             {{- toYaml $labels | nindent 12 }}
         spec:
           restartPolicy: Never
+          terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
           serviceAccountName: {{ include "echoflow.flowRunServiceAccountName" . | quote }}
           automountServiceAccountToken: false
           {{- with .Values.imagePullSecrets }}
