@@ -16,6 +16,7 @@ from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from echoflow.errors import EchoflowError, is_transient, one_line
 
@@ -103,8 +104,8 @@ class Loop:
         from echoflow.home import use_embedded_default
 
         where = use_embedded_default(quiet=True)
-        self.say(f"watching {storage.shown(self.watcher.source)} every {self.interval:g} s "
-                 f"(settle {self.watcher.settle:g} s) -> {storage.shown(self.watcher.prefix)}; runs in {where}")
+        self.say(escape(f"watching {storage.shown(self.watcher.source)} every {self.interval:g} s "
+                        f"(settle {self.watcher.settle:g} s) -> {storage.shown(self.watcher.prefix)}; runs in {where}"))
         first = True
         while not self.stop.is_set():
             started = time.monotonic()
@@ -113,7 +114,7 @@ class Loop:
             except EchoflowError as exc:
                 if first and not is_transient(exc):
                     raise
-                self.say(f"[yellow]listing failed[/], trying again next interval: {one_line(exc)}")
+                self.say(f"[yellow]listing failed[/], trying again next interval: {escape(one_line(exc))}")
             first = False
             self.stop.requested.wait(max(0.0, self.interval - (time.monotonic() - started)))
         self.say(f"stopped ({self.stop.name}): {self.counts['converted']} converted, "
@@ -124,7 +125,7 @@ class Loop:
         if poll.done:
             self.say(f"{len(poll.done)} file(s) complete already (markers), not converted again")
         for f, error in poll.failed_before:
-            self.say(f"[red]failed before[/], unchanged since (--retry-failed to retry): {error}")
+            self.say(f"[red]failed before[/], unchanged since (--retry-failed to retry): {escape(error)}")
         converted = self.convert(poll.ready) if poll.ready and not self.stop.is_set() else 0
         if converted and self.recipe is not None and not self.stop.is_set():
             self.run_recipe()
@@ -148,7 +149,7 @@ class Loop:
         self.api_touched = time.monotonic()
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):
-            self.say(f"[red]conversion run failed[/], the files stay new: {one_line(result)}")
+            self.say(f"[red]conversion run failed[/], the files stay new: {escape(one_line(result))}")
             return 0
         summary = Summary.model_validate(result)
         if summary.stopped:  # the batch caught the signal: stop here too
@@ -158,14 +159,14 @@ class Loop:
         converted = 0
         for f in files:
             r = by_source.get(storage.public_url(f.url))
-            name = f.url.rsplit("/", 1)[-1]
+            name = escape(f.url.rsplit("/", 1)[-1])  # names and errors are text, not markup
             if r is None or r.status == "cancelled":
-                self.say(f"[yellow]not finished[/] {name}: {r.error if r else 'no result'} (taken again next time)")
+                self.say(f"[yellow]not finished[/] {name}: {escape(r.error or '') if r else 'no result'} (taken again next time)")
                 continue
             if r.status == "failed":
                 self.watcher.record(f, "failed", r.error)
                 self.counts["failed"] += 1
-                self.say(f"[red]failed[/] {name}: {r.error}")
+                self.say(f"[red]failed[/] {name}: {escape(r.error or '')}")
                 continue
             self.watcher.record(f, r.status)
             entry = self.watcher.files[f.url]
@@ -174,7 +175,7 @@ class Loop:
                 converted += 1
                 self.counts["converted"] += 1
             mb = f"{r.bytes / 1e6:.2f} MB, " if r.bytes else ""
-            self.say(f"[green]{r.status}[/] {name} -> {r.output} ({mb}{r.seconds or 0:.1f} s; "
+            self.say(f"[green]{r.status}[/] {name} -> {escape(r.output or '')} ({mb}{r.seconds or 0:.1f} s; "
                      f"complete {lag:.1f} s after settling)")
         return converted
 
@@ -186,7 +187,7 @@ class Loop:
             state = run_recipe(recipe=str(self.recipe), return_state=True)
         data = state.result(raise_on_failure=False)
         text = one_line(data) if isinstance(data, BaseException) else data.get("headline", state.message)
-        self.say(f"recipe {'done' if state.is_completed() else '[red]failed[/]'}: {text}")
+        self.say(f"recipe {'done' if state.is_completed() else '[red]failed[/]'}: {escape(str(text))}")
 
     def keep_api_alive(self) -> None:
         if time.monotonic() - self.api_touched < KEEPALIVE_SECONDS:
