@@ -67,3 +67,31 @@ def test_watch_settings_errors_are_one_line(prefect_server):
 def test_watch_prefix_is_left_out_without_settings(prefect_server):
     proc = deploy(prefect_server, None)
     assert proc.returncode == 0 and "watch-prefix" not in proc.stdout
+
+
+def test_schedule_is_live_on_the_server(prefect_server):
+    """The server's scheduler creates the watch runs, with the deployment's parameters."""
+    import time
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    settings = {**SETTINGS, "interval": 60}
+    proc = deploy(prefect_server, settings, "--flow", "watch-prefix", "--deployment-name", "scheduled")
+    assert proc.returncode == 0, proc.stderr
+    d = read("watch-prefix/scheduled")
+    deadline = time.monotonic() + 150
+    runs: list = []
+    while time.monotonic() < deadline and len(runs) < 2:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[d.id])))
+        time.sleep(3)
+    assert len(runs) >= 2, "the scheduler created no runs"
+    starts = sorted(r.expected_start_time for r in runs)
+    assert (starts[1] - starts[0]).total_seconds() == 60
+    assert all(r.parameters["source"] == SETTINGS["parameters"]["source"] for r in runs)
+    off = deploy(prefect_server, {"enabled": False}, "--flow", "watch-prefix", "--deployment-name", "scheduled")
+    assert off.returncode == 0, off.stderr
+    with get_client(sync_client=True) as client:
+        left = client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id])))
+    assert [r for r in left if r.state_name == "Scheduled"] == []  # unscheduled: its future runs are gone
