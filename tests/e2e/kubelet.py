@@ -48,13 +48,12 @@ class Kubelet:
         self.api, self.namespace, self.node = api, namespace, node
         self.http = httpx.Client(base_url=api.urls["kubelet"], timeout=30)
         self.pods: list[RanPod] = []
-        # Flow runs whose pods stay Pending (unschedulable) until removed from this set, and
-        # flow runs whose container is killed (SIGKILL, exit 137, as a node's OOM killer
+        # Flow runs whose container is killed (SIGKILL, exit 137, as a node's OOM killer
         # would) once its log shows a given text.
-        self.held: set[str] = set()
         self.kill_on_log: dict[str, str] = {}
         self.errors: list[BaseException] = []
         self._seen: set[str] = set()
+        self._containers: set[str] = set()  # started and not yet removed
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop = threading.Thread(target=self._watch, name="kubelet", daemon=True)
@@ -66,6 +65,9 @@ class Kubelet:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._loop.join(30)
+        # Pods still running (a test failed or timed out): the node goes away with them.
+        if self._containers:
+            replay.docker("rm", "-f", *self._containers, check=False)
         for thread in self._threads:
             thread.join(60)
         self.http.close()
@@ -153,16 +155,8 @@ class Kubelet:
         self.http.post(self._path("pods"), json=pod_obj).raise_for_status()
         ran = RanPod(job=job_name, flow_run_id=planned.labels.get("prefect.io/flow-run-id", ""), name=planned.name)
         self.pods.append(ran)
-        if ran.flow_run_id in self.held:
-            self._patch_status("pods", planned.name, {"conditions": [{
-                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                "message": "0/1 nodes are available: 1 Insufficient memory."}]})
-            while ran.flow_run_id in self.held:
-                if not self._job_exists(job_uid, job_name):
-                    replay.remove_volumes(planned, root)
-                    return None
-                time.sleep(1.0)
         container = replay.start(planned)
+        self._containers.add(container)
         state = {**replay.container_state(container), "Image": replay.docker(
             "inspect", "-f", "{{.Image}}", container).stdout.strip()}
         self._patch_status("pods", planned.name, {
@@ -190,6 +184,7 @@ class Kubelet:
             ran.logs = replay.container_logs(container)
         finally:
             replay.docker("rm", "-f", container, check=False)
+            self._containers.discard(container)
             replay.remove_volumes(planned, root)
         self.api.emulator.logs[(self.namespace, planned.name)] = ran.logs
         ran.exit_code, ran.ended = state["ExitCode"], time.time()
