@@ -42,8 +42,22 @@ def available_cpus() -> int:
 PARENT_POLL_SECONDS = 0.5
 
 
+_busy = False  # in a worker: whether a file is being processed right now
+
+
 def _abort_file(signum: int, frame: Any) -> None:
+    if not _busy:  # idle (e.g. the whole process group was signalled): nothing to unwind
+        os._exit(0)
     raise FileCancelled("stopped before this file finished; nothing was committed (run again to convert it)")
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    global _busy
+    _busy = True
+    try:
+        return fn(*args)
+    finally:
+        _busy = False
 
 
 def _watch_parent(parent: int) -> None:
@@ -91,7 +105,7 @@ class Workers:
         pool = self._get()
         try:
             # submit() itself raises when another thread's file already broke the pool
-            future: Future = pool.submit(fn, *args)
+            future: Future = pool.submit(_call, fn, *args)
             return future.result()
         except BrokenProcessPool:
             with self._lock:
