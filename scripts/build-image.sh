@@ -3,9 +3,10 @@
 #
 # Env (all optional):
 #   IMAGE       tag to build (default echoflow:<version>-<git short rev>)
-#   BASE_IMAGE  base image; empty = the Dockerfile's pinned pangeo image, or, when that can
-#               be neither found locally nor pulled, a local stand-in built by
-#               scripts/build-standin-base.sh (said so on stderr)
+#   BASE_IMAGE  base image; empty = the Dockerfile's pinned pangeo image (found locally or
+#               pulled; the build fails when it can be neither); "standin" = a local image
+#               of the same layout built by scripts/sandbox/build-standin-base.sh, for tests
+#               on machines that cannot reach the base's registry (never for publishing)
 #   CA_BUNDLE   CA bundle file for a TLS-inspecting proxy; passed as the BuildKit secret
 #               "ca", used only by the install step, never stored in the image. Empty: the
 #               file named by PIP_CERT, SSL_CERT_FILE or REQUESTS_CA_BUNDLE when one is set
@@ -22,7 +23,7 @@ cd "$repo"
 log() { echo "build-image: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-"$repo/scripts/ensure-docker.sh"
+docker info >/dev/null 2>&1 || die "no Docker engine answers 'docker info': start Docker (a bare root sandbox: scripts/sandbox/prepare.sh)"
 
 pyproject_value() {  # first `key = "value"` in pyproject.toml
   sed -n "s/^$1 = \"\(.*\)\"/\1/p" pyproject.toml | head -n1
@@ -39,17 +40,17 @@ fi
 short_rev="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 IMAGE="${IMAGE:-echoflow:${VERSION}-${short_rev}}"
 
-# The base: explicit, else the Dockerfile's default when available, else the stand-in.
+# The base: the stand-in only when asked for; else explicit, else the Dockerfile's default.
 default_base="$(sed -n 's/^ARG BASE_IMAGE=//p' images/Dockerfile | head -n1)"
-if [ -z "${BASE_IMAGE:-}" ]; then
-  if docker image inspect "$default_base" >/dev/null 2>&1; then
-    BASE_IMAGE="$default_base"
-  elif log "pulling $default_base"; timeout "${PULL_TIMEOUT:-180}" docker pull -q "$default_base" >&2; then
-    BASE_IMAGE="$default_base"
-  else
-    log "cannot pull $default_base: building on a local stand-in with the same layout (scripts/build-standin-base.sh)"
-    BASE_IMAGE="$("$repo/scripts/build-standin-base.sh" | tail -n1)"
-    log "stand-in base: $BASE_IMAGE (NOT the pangeo image; fine for tests, not for publishing)"
+if [ "${BASE_IMAGE:-}" = standin ]; then
+  BASE_IMAGE="$("$repo/scripts/sandbox/build-standin-base.sh" | tail -n1)"
+  log "stand-in base: $BASE_IMAGE (NOT the pangeo image; fine for tests, not for publishing)"
+elif [ -z "${BASE_IMAGE:-}" ]; then
+  BASE_IMAGE="$default_base"
+  if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    log "pulling $BASE_IMAGE"
+    timeout "${PULL_TIMEOUT:-180}" docker pull -q "$BASE_IMAGE" >&2 \
+      || die "cannot pull the base image $BASE_IMAGE: check registry access, or set BASE_IMAGE to a mirror of it (BASE_IMAGE=standin builds a local stand-in for tests only)"
   fi
 fi
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# OS packages the test suite needs beyond the venv: headless Chromium for the UI test
-# (tests/ui). Installs it with apt-get when it is missing and this is root on Debian.
+# Prepare a bare root Debian sandbox (such as CI here) for `make test`: what the suite needs
+# beyond the venv. Run only when asked (.ci/run does); `make test` itself installs nothing.
+#   - a Docker engine (scripts/sandbox/ensure-docker.sh: Debian's docker.io, dockerd started)
+#   - headless Chromium for the UI test (tests/ui)
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1; then
-  exit 0
-fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-else
-  echo "prepare: chromium is missing and cannot be installed here (needs root and apt-get); tests/ui will be skipped" >&2
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+"$here/ensure-docker.sh"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "prepare: chromium is missing and cannot be installed here (needs root and apt-get)" >&2
+    exit 1
+  fi
 fi

@@ -11,7 +11,7 @@
 # is configured with, and is loaded with `docker import`. The image is tagged with a hash
 # of this script and reused when that tag already exists.
 #
-# Usage: scripts/build-standin-base.sh        prints the image name on stdout (last line)
+# Usage: scripts/sandbox/build-standin-base.sh        prints the image name on stdout (last line)
 # Env:   STANDIN_REPO  image repository (default echoflow-standin-base)
 #        DEBIAN_MIRROR mirror URL (default: read from /etc/apt/sources.list*, else deb.debian.org)
 #        SUITE         Debian suite (default bookworm)
