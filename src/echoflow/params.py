@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -17,47 +16,18 @@ OUTPUT_TYPES: tuple[str, ...] = ("netcdf", "zarr")
 EXTENSIONS = {"netcdf": ".nc", "zarr": ".zarr"}
 
 
-def _sonar_models_here() -> dict[str, bool]:
-    from echoflow._echopype import load
-
-    return {name: bool(spec.get("xml")) for name, spec in load().core.SONAR_MODELS.items()}
-
-
-def _cache_file() -> Path:
-    from importlib.metadata import version
-
-    from echoflow.home import echoflow_home
-
-    return echoflow_home() / "cache" / f"sonar-models-echopype-{version('echopype')}.json"
+# Every sonar model echopype 0.11 converts, and whether it needs an instrument XML file.
+# A static table, so that checking a parameter never imports echopype (seconds) or asks a
+# worker process; tests/unit/test_params.py checks it against the installed echopype.
+SONAR_MODELS: dict[str, bool] = {
+    "AZFP": True, "AZFP6": False, "EK60": False, "ES70": False, "EK80": False, "ES80": False,
+    "EA640": False, "AD2CP": False,
+}
 
 
-@lru_cache
 def sonar_models() -> dict[str, bool]:
-    """Every sonar model echopype can convert, mapped to whether it needs an XML file.
-
-    Read from echopype once per echopype version and cached under ECHOFLOW_HOME, so that
-    checking parameters never waits seconds for echopype's import; asked of a worker
-    process when there is one, so this process need not import echopype at all.
-    """
-    from echoflow.workers import current_workers
-
-    cache = _cache_file()
-    try:
-        return json.loads(cache.read_text())
-    except (OSError, ValueError):
-        pass
-    workers = current_workers()
-    models = workers.run(_sonar_models_here) if workers else _sonar_models_here()
-    if not cache.parent.parent.is_dir():
-        return models  # never create ECHOFLOW_HOME just for a cache (a dry run writes nothing)
-    try:
-        cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(models))
-        os.replace(tmp, cache)  # readers never see a half-written table
-    except OSError:
-        pass  # a read-only home only costs the import next time
-    return models
+    """Every sonar model echoflow accepts, mapped to whether it needs an XML file."""
+    return SONAR_MODELS
 
 
 def check_output_type(value: str) -> str:

@@ -33,25 +33,18 @@ def test_unknown_parameter_is_refused():
         BatchRequest(sources=["a.raw"], sonar_model="EK60", output_prefix="o", concurency=2)
 
 
-def test_model_table_is_cached_per_echopype_version(tmp_path, monkeypatch):
-    import json
+def test_model_table_is_echopypes_own():
+    """The static table equals what the installed echopype converts and needs."""
+    from echopype.core import SONAR_MODELS
 
-    from echoflow import params
+    assert {name: bool(spec.get("xml")) for name, spec in SONAR_MODELS.items()} == sonar_models()
 
-    monkeypatch.setenv("ECHOFLOW_HOME", str(tmp_path / "absent"))
-    params.sonar_models.cache_clear()
-    try:
-        params.sonar_models()
-        assert not (tmp_path / "absent").exists()  # no home is created just for a cache
-        monkeypatch.setenv("ECHOFLOW_HOME", str(tmp_path))
-        params.sonar_models.cache_clear()
-        first = params.sonar_models()
-        [cached] = list((tmp_path / "cache").glob("sonar-models-echopype-*.json"))
-        from importlib.metadata import version
 
-        assert cached.name == f"sonar-models-echopype-{version('echopype')}.json"
-        assert json.loads(cached.read_text()) == first
-        params.sonar_models.cache_clear()
-        assert params.sonar_models() == first
-    finally:
-        params.sonar_models.cache_clear()
+def test_checking_parameters_does_not_import_echopype():
+    import subprocess
+    import sys
+
+    code = ("import sys; from echoflow.params import BatchRequest; "
+            "BatchRequest(sources=['a.raw'], sonar_model='ek60', output_prefix='o'); "
+            "print('echopype' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
