@@ -134,7 +134,7 @@ stages:
     assert result.exit_code == 0 and "2 skipped" in text
 
 
-@pytest.mark.parametrize("name", ["ek60-sv-mvbs.yaml", "ncei-s3.yaml"])
+@pytest.mark.parametrize("name", ["ek60-sv-mvbs.yaml", "ncei-s3.yaml", "ek60-transects.yaml"])
 def test_examples_are_valid(name: str) -> None:
     r = load_recipe(str(REPO / "examples" / "recipes" / name))
     assert r.stage_names[0] == "open_raw"
