@@ -69,8 +69,19 @@ tools: ## Fetch helm, kubectl and kind (those not on PATH) into .tools, SHA-256 
 chart-tools: ## Fetch helm and kubectl only (what the tests need; no kind)
 	$(call fetch_missing,helm kubectl)
 
+.PHONY: lint
+lint: install ## ruff (lint + format check) on the code, mypy on src/
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy src/echoflow
+
+.PHONY: format
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts
+
 .PHONY: test
-test: install chart-tools ## Run the whole test suite (unit, flows, chart, image, worker + API stand-in)
+test: install chart-tools lint ## Lint, then the whole test suite (unit, flows, chart, image, worker + API stand-in)
 	$(BIN)/pytest
 
 .PHONY: test-fast

@@ -42,8 +42,9 @@ class Run:
 def timed(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> Run:
     """Wall time and the peak of summed RSS over the process and all its descendants."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     peak = [0.0]
     done = threading.Event()
 

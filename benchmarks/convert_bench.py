@@ -57,9 +57,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--format", choices=("zarr", "netcdf"), default="zarr")
-    ap.add_argument("--repeat", type=int, default=5,
-                    help="rounds of the timed variants, interleaved; the fastest round counts "
-                         "(other work on a shared machine only ever adds time)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="rounds of the timed variants, interleaved; the fastest round counts "
+        "(other work on a shared machine only ever adds time)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="echoflow-bench-"))
     py = sys.executable
@@ -96,16 +100,22 @@ def main() -> None:
         rows += [("echoflow, 12 files", m12), ("echoflow, 48 files", m48)]
         timed([echoflow, "server", "stop"], env)
 
-        print(f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of {Path(files[0]).name.split('-D')[0]} (EK60, 1.2 MB) -> {args.format}, "
-              f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+        print(
+            f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of {Path(files[0]).name.split('-D')[0]} (EK60, 1.2 MB) -> {args.format}, "
+            f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        )
         print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
         for name, r in rows:
             print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")
         checks = [
             ("speed-up of (c) over (a)", loop.seconds / flow.seconds, ">= 1.6", loop.seconds / flow.seconds >= 1.6),
             ("(c) / (b) wall time", flow.seconds / pool.seconds, "<= 1.2", flow.seconds / pool.seconds <= 1.2),
-            ("1 file: echoflow - script (s)", one_flow.seconds - one_plain.seconds, "<= 3.0",
-             one_flow.seconds - one_plain.seconds <= 3.0),
+            (
+                "1 file: echoflow - script (s)",
+                one_flow.seconds - one_plain.seconds,
+                "<= 3.0",
+                one_flow.seconds - one_plain.seconds <= 3.0,
+            ),
             ("peak memory 48 / 12 files", m48.peak_mb / m12.peak_mb, "<= 1.25", m48.peak_mb / m12.peak_mb <= 1.25),
         ]
         print(f"\n{'ratio':32} {'value':>7} {'target':>8}")

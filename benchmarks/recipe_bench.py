@@ -33,13 +33,18 @@ def chain(f, out):
     mvbs = ep.commongrid.compute_MVBS(sv, range_bin="20m", ping_time_bin="20s")
     mvbs.to_zarr(out + "/" + f.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".zarr", mode="w")
 """
-SCRIPT = CHAIN + """
+SCRIPT = (
+    CHAIN
+    + """
 import sys
 out, files = sys.argv[1], sys.argv[2:]
 for f in files:
     chain(f, out)
 """
-POOL = CHAIN + """
+)
+POOL = (
+    CHAIN
+    + """
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -48,6 +53,7 @@ if __name__ == "__main__":
     with ProcessPoolExecutor(2) as pool:
         list(pool.map(chain, files, [out] * len(files)))
 """
+)
 
 
 def dated_copies(folder: Path, n: int) -> list[Path]:
@@ -66,9 +72,11 @@ def dated_copies(folder: Path, n: int) -> list[Path]:
 
 def recipe(folder: Path, out: Path, cruise: bool = False) -> str:
     combine = "combine_echodata, " if cruise else ""
-    return (f"name: bench\nsource: {{url: {folder}}}\nsonar_model: EK60\nconcurrency: 2\n"
-            f"quicklook: {{enabled: false}}\noutput: {{prefix: {out}}}\n"
-            f"stages: [open_raw, {combine}compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 20s}}}}]\n")
+    return (
+        f"name: bench\nsource: {{url: {folder}}}\nsonar_model: EK60\nconcurrency: 2\n"
+        f"quicklook: {{enabled: false}}\noutput: {{prefix: {out}}}\n"
+        f"stages: [open_raw, {combine}compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 20s}}}}]\n"
+    )
 
 
 def fresh(path: Path) -> Path:
@@ -130,9 +138,11 @@ def main() -> None:
         timed([echoflow, "server", "stop"], env)
 
         a, b, c, d = (best[k] for k in variants)
-        print(f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample (1.2 MB); "
-              f"open_raw → compute_Sv → compute_MVBS (20m, 20s); {os.cpu_count()} CPUs, "
-              f"Python {sys.version.split()[0]}")
+        print(
+            f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample (1.2 MB); "
+            f"open_raw → compute_Sv → compute_MVBS (20m, 20s); {os.cpu_count()} CPUs, "
+            f"Python {sys.version.split()[0]}"
+        )
         print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
         for name, r in rows:
             print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")

@@ -82,13 +82,18 @@ def upload_samples(data: Path, dest: str, options: dict[str, Any], ek60_copies: 
     return {"ek60": ek60, "azfp": azfp[:1], "azfp_xml": azfp[1]}
 
 
-def trigger(deployment: str, parameters: dict[str, Any], job_variables: Optional[dict[str, Any]] = None,
-            tags: Optional[list[str]] = None) -> Any:
+def trigger(
+    deployment: str,
+    parameters: dict[str, Any],
+    job_variables: Optional[dict[str, Any]] = None,
+    tags: Optional[list[str]] = None,
+) -> Any:
     """Create a flow run of `deployment` (not waiting for it); its id."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(name=deployment, parameters=parameters, job_variables=job_variables or None,
-                         tags=tags or None, timeout=0)
+    run = run_deployment(
+        name=deployment, parameters=parameters, job_variables=job_variables or None, tags=tags or None, timeout=0
+    )
     return run.id
 
 
@@ -110,8 +115,10 @@ def wait(ids: Iterable[Any], timeout: float = 900, poll: float = 2.0) -> dict[An
                 break
             if time.monotonic() > deadline:
                 left = [client.read_flow_run(f) for f in pending]
-                raise TimeoutError("flow runs not final after %.0fs: %s" % (
-                    timeout, ", ".join(f"{r.name} ({r.id}) {r.state_name}" for r in left)))
+                raise TimeoutError(
+                    "flow runs not final after %.0fs: %s"
+                    % (timeout, ", ".join(f"{r.name} ({r.id}) {r.state_name}" for r in left))
+                )
             time.sleep(poll)
     return done
 
@@ -122,8 +129,9 @@ def child_runs(parent_id: Any) -> list[Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]))
+        )
     return sorted(runs, key=lambda r: r.created)
 
 
@@ -190,8 +198,16 @@ def verify(prefix: str, options: dict[str, Any], expect: Optional[int] = None) -
             problems.append("sonar model differs between the output and its marker")
         if problems:
             raise AssertionError(f"{url}: " + "; ".join(problems))
-        rows.append({"output": url, "source": source, "sonar_model": marker.get("sonar_model"),
-                     "channels": channels, "pings": pings, "bytes": marker.get("bytes")})
+        rows.append(
+            {
+                "output": url,
+                "source": source,
+                "sonar_model": marker.get("sonar_model"),
+                "channels": channels,
+                "pings": pings,
+                "bytes": marker.get("bytes"),
+            }
+        )
         del ed
     scratch.cleanup()
     return rows
@@ -243,8 +259,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parser.parse_args(argv)
     if args.cmd == "upload-samples":
-        print(json.dumps(upload_samples(args.data, args.dest, s3_options(args.endpoint_url), args.ek60_copies),
-                         indent=1))
+        print(
+            json.dumps(upload_samples(args.data, args.dest, s3_options(args.endpoint_url), args.ek60_copies), indent=1)
+        )
     elif args.cmd == "upload":
         for url in upload(args.files, args.dest, s3_options(args.endpoint_url)):
             print(url)
@@ -271,8 +288,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"verify failed: {exc}", file=sys.stderr)
             return 1
         for r in rows:
-            print(f"ok  {r['output']}  {r['sonar_model']}  {r['channels']} channels x {r['pings']} pings"
-                  f"  {r['bytes']} bytes  from {r['source']}")
+            print(
+                f"ok  {r['output']}  {r['sonar_model']}  {r['channels']} channels x {r['pings']} pings"
+                f"  {r['bytes']} bytes  from {r['source']}"
+            )
     elif args.cmd == "logs":
         import logging
 

@@ -13,7 +13,6 @@ from typing import Iterator
 
 import httpx
 import pytest
-
 from samples import AZFP_RAW, AZFP_XML, DATA, EK60_RAW, REPO  # noqa: F401 - re-exported
 
 BIN = Path(sys.executable).parent
@@ -69,7 +68,10 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
     log = home / "server.log"
     proc = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
     try:
@@ -96,7 +98,9 @@ def s3_server(tmp_path_factory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("s3") / "moto.log"
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -112,8 +116,13 @@ from samples import S3_KEYS  # noqa: E402
 def s3_client(endpoint: str):
     import boto3
 
-    return boto3.client("s3", aws_access_key_id=S3_KEYS["key"], aws_secret_access_key=S3_KEYS["secret"],
-                        endpoint_url=endpoint, region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        aws_access_key_id=S3_KEYS["key"],
+        aws_secret_access_key=S3_KEYS["secret"],
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,14 @@ IGNORED_GROUPS = {"Provenance"}  # names the source file and the conversion time
 
 
 def start_cli(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen:
-    return subprocess.Popen([EXE, *args], env={**os.environ, "COLUMNS": "200", **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [EXE, *args],
+        env={**os.environ, "COLUMNS": "200", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def reference(raw: Path, folder: Path, fmt: str) -> Any:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import xarray as xr
-
 from samples import EK60_RAW
 
 EK60_TIMES = [f"D20180211-T{h:02d}{m:02d}25" for h in range(16, 24) for m in range(0, 60, 10)]
@@ -37,9 +36,15 @@ def junk_file(folder: Path, name: str = "DY1801_EK60-D20180212-T010000.raw") -> 
     return p
 
 
-def assert_matches_direct(output: str, raw: Path, model: str, tmp: Path, xml: Optional[Path] = None,
-                          storage_options: Optional[dict[str, Any]] = None,
-                          source_url: Optional[str] = None) -> None:
+def assert_matches_direct(
+    output: str,
+    raw: Path,
+    model: str,
+    tmp: Path,
+    xml: Optional[Path] = None,
+    storage_options: Optional[dict[str, Any]] = None,
+    source_url: Optional[str] = None,
+) -> None:
     """The converted output holds the same groups and values as echopype's own conversion.
 
     `source_url`: where echoflow read the raw file from when not `raw` itself (S3); the

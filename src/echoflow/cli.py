@@ -20,8 +20,12 @@ from echoflow.errors import EchoflowError, one_line
 if TYPE_CHECKING:
     from echoflow.workers import Workers
 
-app = typer.Typer(help="Ocean-sonar data conversion and processing with echopype and Prefect.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Ocean-sonar data conversion and processing with echopype and Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -69,8 +73,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show versions and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show versions and exit."),
 ) -> None:
     """echoflow: raw echosounder files → analysis-ready zarr / netCDF."""
 
@@ -88,8 +91,11 @@ def convert(
     input_option: List[str] = typer.Option([], "--input-option", help="fsspec option for inputs, KEY=VALUE"),
     output_option: List[str] = typer.Option([], "--output-option", help="fsspec option for outputs, KEY=VALUE"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs and library warnings"),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (per-file status, output, "
-                                  "bytes, seconds, error) instead of the table"),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON document (per-file status, output, bytes, seconds, error) instead of the table",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table: failures and exit code only"),
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
@@ -104,16 +110,43 @@ def convert(
     pool = Workers(concurrency or available_cpus() if many else 1)
     pool.__enter__()
     try:
-        _convert(pool, sources, sonar_model, out_prefix, output_type, xml, overwrite, concurrency, anon,
-                 input_option, output_option, verbose, json_out, quiet)
+        _convert(
+            pool,
+            sources,
+            sonar_model,
+            out_prefix,
+            output_type,
+            xml,
+            overwrite,
+            concurrency,
+            anon,
+            input_option,
+            output_option,
+            verbose,
+            json_out,
+            quiet,
+        )
     finally:
         pool.__exit__(None, None, None)
         library.__exit__(None, None, None)
 
 
-def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: str, output_type: str,
-             xml: Optional[str], overwrite: bool, concurrency: int, anon: bool, input_option: List[str],
-             output_option: List[str], verbose: bool, json_out: bool = False, quiet: bool = False) -> None:
+def _convert(
+    pool: Workers,
+    sources: List[str],
+    sonar_model: str,
+    out_prefix: str,
+    output_type: str,
+    xml: Optional[str],
+    overwrite: bool,
+    concurrency: int,
+    anon: bool,
+    input_option: List[str],
+    output_option: List[str],
+    verbose: bool,
+    json_out: bool = False,
+    quiet: bool = False,
+) -> None:
     from echoflow import display
     from echoflow.home import foreground_run, use_embedded_default
     from echoflow.workers import using
@@ -135,10 +168,17 @@ def _convert(pool: Workers, sources: List[str], sonar_model: str, out_prefix: st
     in_opts = storage_options(input_option, "--input-option", "input")
     if anon:
         in_opts["anon"] = True
-    params = dict(sources=sources, sonar_model=sonar_model, output_prefix=out_prefix,
-                  output_type=output_type, xml_path=xml, concurrency=concurrency,
-                  overwrite=overwrite, input_storage_options=in_opts,
-                  output_storage_options=storage_options(output_option, "--output-option", "output"))
+    params: dict[str, Any] = dict(
+        sources=sources,
+        sonar_model=sonar_model,
+        output_prefix=out_prefix,
+        output_type=output_type,
+        xml_path=xml,
+        concurrency=concurrency,
+        overwrite=overwrite,
+        input_storage_options=in_opts,
+        output_storage_options=storage_options(output_option, "--output-option", "output"),
+    )
     try:
         with using(pool):
             BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
@@ -197,11 +237,17 @@ def api_lost(seen: list[Any], total: int, where: str, exc: BaseException) -> Any
     from echoflow.report import Summary
 
     if total < 0 or len(seen) < total:
-        fail(f"lost the Prefect API at {where} during the run ({one_line(exc)[:200]}); "
-             "files already converted are complete, run again to finish the rest")
+        fail(
+            f"lost the Prefect API at {where} during the run ({one_line(exc)[:200]}); "
+            "files already converted are complete, run again to finish the rest"
+        )
     quiet_prefect_internals()  # its event and log services retry in the background until exit
-    err.print(f"[yellow]warning:[/] the run's record could not be written to {where} "
-              f"({one_line(exc)[:200]}); the files below are as converted", highlight=False, soft_wrap=True)
+    err.print(
+        f"[yellow]warning:[/] the run's record could not be written to {where} "
+        f"({one_line(exc)[:200]}); the files below are as converted",
+        highlight=False,
+        soft_wrap=True,
+    )
     return Summary(files=seen).model_dump()
 
 
@@ -236,11 +282,16 @@ def deploy(
     pool: str = typer.Option(..., "--pool", envvar="ECHOFLOW_WORK_POOL", help="Kubernetes work pool name"),
     image: str = typer.Option(..., "--image", envvar="ECHOFLOW_IMAGE", help="Image the flow-run Jobs run"),
     create_pool: bool = typer.Option(False, "--create-pool", help="Create the pool when it is absent"),
-    base_job_template: Optional[Path] = typer.Option(None, "--base-job-template",
-                                                     help="JSON base job template (creates or updates the pool's)"),
+    base_job_template: Optional[Path] = typer.Option(
+        None, "--base-job-template", help="JSON base job template (creates or updates the pool's)"
+    ),
     deployment_name: str = typer.Option("echoflow", "--deployment-name", help="Name of each deployment"),
-    concurrency_limit: Optional[int] = typer.Option(None, "--concurrency-limit", min=0,
-                                                    help="Most conversion Jobs at once (queue 'conversions'; cruise parents not counted)"),
+    concurrency_limit: Optional[int] = typer.Option(
+        None,
+        "--concurrency-limit",
+        min=0,
+        help="Most conversion Jobs at once (queue 'conversions'; cruise parents not counted)",
+    ),
     flow: List[str] = typer.Option([], "--flow", help="Only these flows (default: all)"),
 ) -> None:
     """Register echoflow's flows as deployments on a work pool (any Prefect API; idempotent)."""
@@ -250,9 +301,15 @@ def deploy(
     from echoflow.deploy import deploy as register
 
     try:
-        changes = register(pool, image, create_pool=create_pool, base_job_template=base_job_template,
-                           deployment_name=deployment_name, concurrency_limit=concurrency_limit,
-                           flows=flow or None)
+        changes = register(
+            pool,
+            image,
+            create_pool=create_pool,
+            base_job_template=base_job_template,
+            deployment_name=deployment_name,
+            concurrency_limit=concurrency_limit,
+            flows=flow or None,
+        )
     except EchoflowError as exc:
         fail(one_line(exc))
     except Exception as exc:  # noqa: BLE001 - an unreachable API, a refused request: one line
@@ -263,8 +320,10 @@ def deploy(
     for c in changes:
         table.add_row(c.kind, c.name, c.action)
     out.print(table)
-    out.print(f"run one: prefect deployment run 'convert-batch/{deployment_name}' "
-              "-p sources='[\"s3://bucket/raw/*.raw\"]' -p sonar_model=EK60 -p output_prefix=s3://bucket/out")
+    out.print(
+        f"run one: prefect deployment run 'convert-batch/{deployment_name}' "
+        "-p sources='[\"s3://bucket/raw/*.raw\"]' -p sonar_model=EK60 -p output_prefix=s3://bucket/out"
+    )
 
 
 server_app = typer.Typer(help="The local Prefect API the CLI starts on first use.", no_args_is_help=True)
@@ -304,8 +363,11 @@ def _server_line(start: bool) -> str:
     if url:
         out.print(f"running: API {url}, UI {ui_url(url)} (home {home})", highlight=False, soft_wrap=True)
     else:
-        out.print(f"not running (home {home}; it will use port {preferred_port(home)} or the next free one)",
-                  highlight=False, soft_wrap=True)
+        out.print(
+            f"not running (home {home}; it will use port {preferred_port(home)} or the next free one)",
+            highlight=False,
+            soft_wrap=True,
+        )
     return url or ""
 
 
@@ -365,8 +427,9 @@ def main() -> None:
         if os.environ.get("ECHOFLOW_DEBUG"):
             raise
         status[0] = 1
-        err.print(f"[bold red]error:[/] {one_line(exc)} (ECHOFLOW_DEBUG=1 shows where)",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/] {one_line(exc)} (ECHOFLOW_DEBUG=1 shows where)", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
 
 

@@ -22,8 +22,9 @@ from typing import Any, Optional
 
 import typer
 
-cluster_app = typer.Typer(help="Checks run by the Helm chart's pods (wait for the API, helm test).",
-                          no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="Checks run by the Helm chart's pods (wait for the API, helm test).", no_args_is_help=True
+)
 
 
 class CheckFailed(Exception):
@@ -56,8 +57,10 @@ async def _probe() -> Optional[Exception]:
             await client.hello()  # behind the API's auth
         except PrefectHTTPStatusError as exc:
             if exc.response.status_code in (401, 403):
-                raise CheckFailed(f"the Prefect API refused our credentials (HTTP {exc.response.status_code}): "
-                                  "check the Secret behind PREFECT_API_AUTH_STRING / PREFECT_API_KEY") from None
+                raise CheckFailed(
+                    f"the Prefect API refused our credentials (HTTP {exc.response.status_code}): "
+                    "check the Secret behind PREFECT_API_AUTH_STRING / PREFECT_API_KEY"
+                ) from None
             return exc
         return None
 
@@ -87,8 +90,9 @@ def _differing_keys(expected: dict[str, Any], actual: dict[str, Any]) -> list[st
     return sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
 
 
-async def _check(pool_name: str, deployments: list[str], template: Optional[Path],
-                 require_worker: bool, deadline: float) -> None:
+async def _check(
+    pool_name: str, deployments: list[str], template: Optional[Path], require_worker: bool, deadline: float
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -104,8 +108,10 @@ async def _check(pool_name: str, deployments: list[str], template: Optional[Path
         if template is not None:
             expected = json.loads(template.read_text())
             if pool.base_job_template != expected:
-                raise CheckFailed(f"work pool {pool_name!r} base job template differs from {template} in "
-                                  f"{_differing_keys(expected, pool.base_job_template)}")
+                raise CheckFailed(
+                    f"work pool {pool_name!r} base job template differs from {template} in "
+                    f"{_differing_keys(expected, pool.base_job_template)}"
+                )
             _say(f"ok: base job template matches {template}")
 
         for name in deployments:
@@ -114,8 +120,9 @@ async def _check(pool_name: str, deployments: list[str], template: Optional[Path
             except ObjectNotFound:
                 raise CheckFailed(f"deployment {name!r} does not exist") from None
             if deployment.work_pool_name != pool_name:
-                raise CheckFailed(f"deployment {name!r} uses work pool {deployment.work_pool_name!r}, "
-                                  f"not {pool_name!r}")
+                raise CheckFailed(
+                    f"deployment {name!r} uses work pool {deployment.work_pool_name!r}, not {pool_name!r}"
+                )
             _say(f"ok: deployment {name!r} on pool {pool_name!r}")
 
         while require_worker:
@@ -153,7 +160,7 @@ def wait_for_api_command(
         ok = wait_for_api(timeout, interval)
     except CheckFailed as exc:
         typer.echo(f"FAIL: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     if not ok:
         raise typer.Exit(1)
 
@@ -162,9 +169,11 @@ def wait_for_api_command(
 def check_command(
     pool: str = typer.Option(..., "--pool", help="Work pool that must exist (type kubernetes)"),
     deployment_name: Optional[str] = typer.Option(
-        None, "--deployment-name", help="Check <flow>/<name> for every flow echoflow registers"),
+        None, "--deployment-name", help="Check <flow>/<name> for every flow echoflow registers"
+    ),
     base_job_template: Optional[Path] = typer.Option(
-        None, "--base-job-template", exists=True, dir_okay=False, help="JSON the pool's template must equal"),
+        None, "--base-job-template", exists=True, dir_okay=False, help="JSON the pool's template must equal"
+    ),
     require_worker: bool = typer.Option(False, "--require-worker", help="A worker must poll the pool"),
     timeout: float = typer.Option(300.0, "--timeout", min=0, help="Seconds to wait for the API and a worker"),
 ) -> None:
@@ -174,11 +183,10 @@ def check_command(
     try:
         if not wait_for_api(timeout):
             raise typer.Exit(1)
-        asyncio.run(_check(pool, expected_deployments(deployment_name), base_job_template,
-                           require_worker, deadline))
+        asyncio.run(_check(pool, expected_deployments(deployment_name), base_job_template, require_worker, deadline))
     except CheckFailed as exc:
         typer.echo(f"FAIL: {exc}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     _say("echoflow installation OK")
 
 

@@ -56,9 +56,7 @@ def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
     if xml and req.sonar_model == "AZFP":
         integrity.check_azfp_xml(xml, storage.shown(req.xml_path or xml))
     try:
-        ed = echopype.open_raw(
-            raw, sonar_model=req.sonar_model, xml_path=xml, convert_params=req.convert_params
-        )
+        ed = echopype.open_raw(raw, sonar_model=req.sonar_model, xml_path=xml, convert_params=req.convert_params)
     except EchoflowError:
         raise
     except Exception as exc:
@@ -103,9 +101,11 @@ def save(ed: "EchoData", req: ConvertRequest, writer: storage.OutputWriter) -> t
         err = storage.io_error(exc, output, "writing the converted data", written=writer.staged)
         storage.discard(writer.staged)
         raise err from exc
-    record = {**{k.removeprefix("echoflow_"): v for k, v in ed["Provenance"].attrs.items()
-                 if k.startswith("echoflow_")},
-              "output": storage.public_url(output), "output_type": req.output_type}
+    record = {
+        **{k.removeprefix("echoflow_"): v for k, v in ed["Provenance"].attrs.items() if k.startswith("echoflow_")},
+        "output": storage.public_url(output),
+        "output_type": req.output_type,
+    }
     marker = writer.commit(record)
     return output, marker["bytes"]
 
@@ -126,15 +126,23 @@ def convert_file(req: ConvertRequest, on_wait: Optional[Callable[[str], None]] =
     output = resolve_output(req)
 
     def skipped(record: dict[str, Any], note: Optional[str] = None) -> FileResult:
-        return FileResult(source=source, status="skipped", output=storage.public_url(output),
-                          bytes=record.get("bytes"), seconds=round(time.perf_counter() - start, 3), note=note)
+        return FileResult(
+            source=source,
+            status="skipped",
+            output=storage.public_url(output),
+            bytes=record.get("bytes"),
+            seconds=round(time.perf_counter() - start, 3),
+            note=note,
+        )
 
     storage.check_output_name(output)
     done = existing(req)
     if done is not None:
         return skipped(done)
-    with storage.scratch_dir() as workdir, \
-            storage.OutputWriter(output, req.output_storage_options, workdir, req.overwrite, on_wait) as writer:
+    with (
+        storage.scratch_dir() as workdir,
+        storage.OutputWriter(output, req.output_storage_options, workdir, req.overwrite, on_wait) as writer,
+    ):
         if writer.existing is not None:
             return skipped(writer.existing, f"completed meanwhile by {writer.waited_for or 'another writer'}")
         ed = open_raw(req, workdir)
@@ -144,5 +152,11 @@ def convert_file(req: ConvertRequest, on_wait: Optional[Callable[[str], None]] =
             del ed
             gc.collect()  # EchoData holds large arrays; free them before the next file
     note = f"waited for {writer.waited_for}" if writer.waited_for else None
-    return FileResult(source=source, status="converted", output=storage.public_url(output), bytes=nbytes,
-                      seconds=round(time.perf_counter() - start, 3), note=note)
+    return FileResult(
+        source=source,
+        status="converted",
+        output=storage.public_url(output),
+        bytes=nbytes,
+        seconds=round(time.perf_counter() - start, 3),
+        note=note,
+    )

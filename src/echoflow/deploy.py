@@ -91,8 +91,12 @@ def ensure_queue(client: Any, pool: str, concurrency_limit: Optional[int]) -> Ch
     try:
         queue = client.read_work_queue_by_name(WORK_QUEUE, work_pool_name=pool)
     except ObjectNotFound:
-        client.create_work_queue(WORK_QUEUE, work_pool_name=pool, concurrency_limit=concurrency_limit,
-                                 description="echoflow conversion Jobs; its limit caps how many run at once")
+        client.create_work_queue(
+            WORK_QUEUE,
+            work_pool_name=pool,
+            concurrency_limit=concurrency_limit,
+            description="echoflow conversion Jobs; its limit caps how many run at once",
+        )
         return Change("queue", name, "created")
     # Declarative: None clears a limit set before (the chart's `concurrencyLimit: null` after 50).
     if queue.concurrency_limit != concurrency_limit:
@@ -129,9 +133,16 @@ def ensure_deployment(client: Any, flow_name: str, name: str, spec: dict[str, An
     return Change("deployment", full, "updated" if current else "created")
 
 
-def deploy(pool: str, image: str, *, create_pool: bool = False, base_job_template: Optional[Path] = None,
-           deployment_name: str = "echoflow", concurrency_limit: Optional[int] = None,
-           flows: Optional[list[str]] = None) -> list[Change]:
+def deploy(
+    pool: str,
+    image: str,
+    *,
+    create_pool: bool = False,
+    base_job_template: Optional[Path] = None,
+    deployment_name: str = "echoflow",
+    concurrency_limit: Optional[int] = None,
+    flows: Optional[list[str]] = None,
+) -> list[Change]:
     if not pool:
         raise ParameterError("a work pool name is required (--pool)")
     if not image:
@@ -173,16 +184,25 @@ def watch_spec(settings: Optional[dict[str, Any]], job_variables: dict[str, Any]
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
-    spec: dict[str, Any] = dict(concurrency_limit=1, concurrency_options=ConcurrencyOptions(
-        collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW), schedules=[])
+    spec: dict[str, Any] = dict(
+        concurrency_limit=1,
+        concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        schedules=[],
+    )
     if not settings or settings.get("enabled") is False:
         return spec
     tz = settings.get("timezone") or "UTC"
-    schedule = (IntervalSchedule(interval=timedelta(seconds=settings["interval"]), anchor_date=ANCHOR, timezone=tz)
-                if settings.get("interval") else CronSchedule(cron=settings["cron"], timezone=tz))
-    return {**spec, "parameters": settings["parameters"],
-            "job_variables": {**job_variables, **settings.get("job_variables", {})},
-            "schedules": [DeploymentScheduleCreate(schedule=schedule, active=True)]}
+    schedule = (
+        IntervalSchedule(interval=timedelta(seconds=settings["interval"]), anchor_date=ANCHOR, timezone=tz)
+        if settings.get("interval")
+        else CronSchedule(cron=settings["cron"], timezone=tz)
+    )
+    return {
+        **spec,
+        "parameters": settings["parameters"],
+        "job_variables": {**job_variables, **settings.get("job_variables", {})},
+        "schedules": [DeploymentScheduleCreate(schedule=schedule, active=True)],
+    }
 
 
 ANCHOR = datetime(2020, 1, 1, tzinfo=timezone.utc)  # fixed, so an unchanged interval compares equal

@@ -88,8 +88,9 @@ class Listing(BaseModel):
         return text
 
 
-def overlaps(begins: datetime, next_begins: Optional[datetime], start: Optional[datetime],
-             end: Optional[datetime]) -> bool:
+def overlaps(
+    begins: datetime, next_begins: Optional[datetime], start: Optional[datetime], end: Optional[datetime]
+) -> bool:
     """A file that begins at `begins` and lasts until `next_begins` (unknown for the last
     file) has data in [start, end)."""
     if end is not None and begins >= end:
@@ -115,8 +116,13 @@ def archive_folder(root: str, ship: str, cruise: str, instrument: str) -> str:
     return "/".join([root.rstrip("/"), ship.strip("/"), cruise.strip("/"), instrument.strip("/")])
 
 
-def list_raw(folder: str, pattern: str = SIMRAD_PATTERN, storage_options: dict[str, Any] | None = None,
-             start: Optional[datetime] = None, end: Optional[datetime] = None) -> Listing:
+def list_raw(
+    folder: str,
+    pattern: str = SIMRAD_PATTERN,
+    storage_options: dict[str, Any] | None = None,
+    start: Optional[datetime] = None,
+    end: Optional[datetime] = None,
+) -> Listing:
     """Files of `folder` (not recursive) matching `pattern`, split by the window [start, end)."""
     start = as_utc(start) if start else None
     end = as_utc(end) if end else None
@@ -124,8 +130,10 @@ def list_raw(folder: str, pattern: str = SIMRAD_PATTERN, storage_options: dict[s
     try:
         entries = fs.ls(path.rstrip("/"), detail=True)
     except FileNotFoundError:
-        raise InputNotFound(f"{storage.shown(folder)}: no such folder; check the ship, cruise and "
-                            "instrument names (they are case-sensitive)") from None
+        raise InputNotFound(
+            f"{storage.shown(folder)}: no such folder; check the ship, cruise and "
+            "instrument names (they are case-sensitive)"
+        ) from None
     except Exception as exc:
         raise storage.io_error(exc, folder, "listing files") from exc
     files: list[RawFile] = []
@@ -135,7 +143,9 @@ def list_raw(folder: str, pattern: str = SIMRAD_PATTERN, storage_options: dict[s
             continue
         url = fs.unstrip_protocol(e["name"]) if storage.is_remote(folder) else e["name"]
         files.append(RawFile(url=url, name=name, bytes=int(e.get("size") or 0), time=file_time(name)))
-    selected, undated, outside = [], [], 0
+    selected: list[RawFile] = []
+    undated: list[RawFile] = []
+    outside = 0
     ordered = sorted(files, key=lambda f: (f.time or datetime.max, f.name))
     dated = [f for f in ordered if f.time is not None]
     # A file runs until the next one starts: it overlaps [start, end) when it starts
@@ -148,5 +158,12 @@ def list_raw(folder: str, pattern: str = SIMRAD_PATTERN, storage_options: dict[s
             selected.append(f)
         else:
             outside += 1
-    return Listing(folder=storage.shown(folder), pattern=pattern, start=start, end=end,
-                   selected=selected, undated=undated, outside=outside)
+    return Listing(
+        folder=storage.shown(folder),
+        pattern=pattern,
+        start=start,
+        end=end,
+        selected=selected,
+        undated=undated,
+        outside=outside,
+    )

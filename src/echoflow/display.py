@@ -40,9 +40,15 @@ class Reporter:
 
     def __enter__(self) -> "Reporter":
         if self.enabled and self.tty:
-            self._bar = Progress(TextColumn(f"[bold]{self.what}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=self.console, transient=True)
+            self._bar = Progress(
+                TextColumn(f"[bold]{self.what}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._bar.__enter__()
             self._job = self._bar.add_task("", total=None)
         return self
@@ -71,8 +77,12 @@ class Reporter:
     def _line(self) -> None:
         self._last = time.monotonic()
         failed = f", {self.failed} failed" if self.failed else ""
-        self.console.print(f"{self.what}: {self.done}/{self.total if self.total is not None else '?'} files"
-                           f"{failed}, {self._last - self._start:.0f} s", highlight=False, soft_wrap=True)
+        self.console.print(
+            f"{self.what}: {self.done}/{self.total if self.total is not None else '?'} files"
+            f"{failed}, {self._last - self._start:.0f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def relative(url: Optional[str], prefix: str) -> str:
@@ -81,7 +91,7 @@ def relative(url: Optional[str], prefix: str) -> str:
         return ""
     base = prefix.rstrip("/") + "/"
     if url.startswith(base):
-        return url[len(base):]
+        return url[len(base) :]
     try:
         return str(PurePosixPath(url).relative_to(PurePosixPath(prefix)))
     except ValueError:
@@ -106,9 +116,13 @@ def summary_table(summary: Any, out_prefix: str) -> Table:
     for col in ("file", "status", "output", "MB", "s"):
         table.add_column(col, no_wrap=True, justify="right" if col in ("MB", "s") else "left")
     for f in summary.files:
-        table.add_row(PurePosixPath(f.source).name, f"[{COLOUR.get(f.status, 'yellow')}]{f.status}[/]",
-                      relative(f.output, out_prefix),
-                      f"{f.bytes / 1e6:.2f}" if f.bytes else "", f"{f.seconds:.1f}" if f.seconds else "")
+        table.add_row(
+            PurePosixPath(f.source).name,
+            f"[{COLOUR.get(f.status, 'yellow')}]{f.status}[/]",
+            relative(f.output, out_prefix),
+            f"{f.bytes / 1e6:.2f}" if f.bytes else "",
+            f"{f.seconds:.1f}" if f.seconds else "",
+        )
     return table
 
 
@@ -130,12 +144,15 @@ def print_json(document: dict[str, Any]) -> None:
 
 
 def summary_json(summary: Any, out_prefix: str, api: str) -> dict[str, Any]:
-    return {"ok": summary.ok, "headline": summary.headline(), "output_prefix": out_prefix, "prefect_api": api,
-            "run_url": run_url(),
-            "counts": {s: summary.count(s) for s in sorted({f.status for f in summary.files})},
-            "files": [f.model_dump() for f in summary.files]}
-
-
+    return {
+        "ok": summary.ok,
+        "headline": summary.headline(),
+        "output_prefix": out_prefix,
+        "prefect_api": api,
+        "run_url": run_url(),
+        "counts": {s: summary.count(s) for s in sorted({f.status for f in summary.files})},
+        "files": [f.model_dump() for f in summary.files],
+    }
 
 
 _last_run_url: Optional[str] = None
@@ -188,8 +205,7 @@ class Ticker:
 
         def tick() -> None:
             while not self._stop.wait(max(self.interval, 0.2)):
-                self.console.print(f"{self.what}: {time.monotonic() - start:.0f} s", highlight=False,
-                                   soft_wrap=True)
+                self.console.print(f"{self.what}: {time.monotonic() - start:.0f} s", highlight=False, soft_wrap=True)
 
         threading.Thread(target=tick, daemon=True, name="echoflow-progress").start()
         return self
@@ -207,6 +223,11 @@ def results_table(data: dict[str, Any], prefix: str) -> Table:
     for col in ("stage", "item", "status", "output", "s"):
         table.add_column(col, no_wrap=True, justify="right" if col == "s" else "left")
     for r in data.get("results", []):
-        table.add_row(r["stage"], r["item"], f"[{COLOUR.get(r['status'], 'yellow')}]{r['status']}[/]",
-                      relative(r.get("output"), prefix), f"{r['seconds']:.1f}" if r.get("seconds") else "")
+        table.add_row(
+            r["stage"],
+            r["item"],
+            f"[{COLOUR.get(r['status'], 'yellow')}]{r['status']}[/]",
+            relative(r.get("output"), prefix),
+            f"{r['seconds']:.1f}" if r.get("seconds") else "",
+        )
     return table

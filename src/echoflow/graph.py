@@ -39,7 +39,7 @@ def trace(flow_name: str) -> list[Any]:
         flow, params = examples[flow_name]
         with TaskVizTracker() as tracker:
             try:
-                flow.fn(**params)
+                flow.fn(**params)  # type: ignore[attr-defined]  # a Prefect Flow
             except Exception:  # noqa: BLE001 - code after the tasks may need real results
                 pass
     if not tracker.tasks:
@@ -59,7 +59,7 @@ def write_graph(flow_name: str, output: Path) -> None:
         raise ParameterError(f"{output}: unsupported format; use one of {', '.join(FORMATS)}")
     tasks = trace(flow_name)
     if output.suffix == ".mmd":
-        from prefect.utilities.visualization import build_mermaid_dependencies, TaskVizTracker
+        from prefect.utilities.visualization import TaskVizTracker, build_mermaid_dependencies
 
         tracker = TaskVizTracker()
         tracker.tasks = tasks
@@ -79,11 +79,19 @@ def write_graph(flow_name: str, output: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(4, 2.6 * width), 1.2 + 1.1 * len(rows)))
     for t in tasks:
         for u in t.upstream_tasks:
-            ax.annotate("", xy=pos[t], xytext=pos[u],
-                        arrowprops=dict(arrowstyle="-|>", color="0.4", shrinkA=14, shrinkB=14))
+            ax.annotate(
+                "", xy=pos[t], xytext=pos[u], arrowprops=dict(arrowstyle="-|>", color="0.4", shrinkA=14, shrinkB=14)
+            )
     for t, (x, y) in pos.items():
-        ax.text(x, y, t.name, ha="center", va="center", fontsize=9,
-                bbox=dict(boxstyle="round,pad=0.5", fc="#dceefb", ec="#1f6fb2"))
+        ax.text(
+            x,
+            y,
+            t.name,
+            ha="center",
+            va="center",
+            fontsize=9,
+            bbox=dict(boxstyle="round,pad=0.5", fc="#dceefb", ec="#1f6fb2"),
+        )
     ax.set_title(f"{flow_name}: task graph", fontsize=11)
     ax.set_xlim(-0.2, width + 0.2)
     ax.set_ylim(-len(rows) + 0.4, 0.6)

@@ -67,8 +67,9 @@ def check_reachable(api: Api) -> None:
     try:
         httpx.get(f"{api.url.rstrip('/')}/health", timeout=float(os.environ.get("ECHOFLOW_API_TIMEOUT", "5")))
     except httpx.HTTPError as exc:  # any HTTP answer means something is there
-        raise EchoflowError(f"the Prefect API {api.url} (from {api.source}) is unreachable: "
-                            f"{type(exc).__name__}") from None
+        raise EchoflowError(
+            f"the Prefect API {api.url} (from {api.source}) is unreachable: {type(exc).__name__}"
+        ) from None
 
 
 def _refresh_prefect() -> None:
@@ -94,14 +95,16 @@ def connect(check: bool = True) -> Api:
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
         os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-        api = Api(url=f"ephemeral Prefect API, database in {home}", source="ECHOFLOW_LOCAL_SERVER=0",
-                  embedded=True)
+        api = Api(url=f"ephemeral Prefect API, database in {home}", source="ECHOFLOW_LOCAL_SERVER=0", embedded=True)
     else:
         from echoflow.localserver import ensure
 
         os.environ["PREFECT_API_URL"] = ensure(echoflow_home())
-        api = Api(url=os.environ["PREFECT_API_URL"], source=f"no Prefect API configured; ECHOFLOW_HOME "
-                  f"{echoflow_home()}", embedded=True)
+        api = Api(
+            url=os.environ["PREFECT_API_URL"],
+            source=f"no Prefect API configured; ECHOFLOW_HOME {echoflow_home()}",
+            embedded=True,
+        )
     _refresh_prefect()
     _current = api
     return api

@@ -40,9 +40,7 @@ def check_simrad_framing(path: str, sonar_model: str) -> None:
                 if kind != expected:
                     other = [m for m, k in FIRST_DATAGRAM.items() if k == kind]
                     hint = f" (it looks like {'/'.join(other)} data)" if other else ""
-                    raise RawFileError(
-                        f"{path}: does not start like {sonar_model} data{hint}; check --sonar-model"
-                    )
+                    raise RawFileError(f"{path}: does not start like {sonar_model} data{hint}; check --sonar-model")
                 f.seek(-4, 1)
                 first = False
             f.seek(length, 1)
@@ -82,8 +80,12 @@ def check_azfp_xml(xml: str, shown_as: str) -> None:
     try:
         root = ET.parse(xml).getroot()
     except ET.ParseError as exc:
-        raise RawFileError(f"{shown_as}: not a readable XML file ({exc}); pass the AZFP instrument XML "
-                           "(.XML) that belongs to these files with --xml") from None
+        raise RawFileError(
+            f"{shown_as}: not a readable XML file ({exc}); pass the AZFP instrument XML "
+            "(.XML) that belongs to these files with --xml"
+        ) from None
     if root.tag != "AZFP" or root.find(".//Phases") is None or root.find(".//Frequency") is None:
-        raise RawFileError(f"{shown_as}: not an AZFP instrument configuration (root <{root.tag}>, expected <AZFP> "
-                           "with <Phases> and <Frequency>); pass the .XML written by the instrument with --xml")
+        raise RawFileError(
+            f"{shown_as}: not an AZFP instrument configuration (root <{root.tag}>, expected <AZFP> "
+            "with <Phases> and <Frequency>); pass the .XML written by the instrument with --xml"
+        )

@@ -35,8 +35,10 @@ IDENTITY_PATH = "/echoflow-home"
 
 # This API records the runs of one machine's CLI: schedules, work pools and automations
 # belong to a shared server, and their loops would only take CPU from conversions.
-QUIET_SERVICES = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
-    "SCHEDULER", "LATE_RUNS", "FOREMAN", "TRIGGERS", "PAUSE_EXPIRATIONS", "REPOSSESSOR")}
+QUIET_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "TRIGGERS", "PAUSE_EXPIRATIONS", "REPOSSESSOR")
+}
 
 
 def state_file(home: Path) -> Path:
@@ -106,25 +108,38 @@ def _free(port: int) -> bool:
 def _start(home: Path, port: int) -> Optional[subprocess.Popen]:
     """Start a server on `port`; None when it could not take the port (someone was faster)."""
     url = api_url(port)
-    env = {**os.environ, **QUIET_SERVICES,
-           "PREFECT_HOME": str(home / "prefect"),
-           # The UI asks /ui-settings where the API is: this server's own port, not 4200.
-           "PREFECT_API_URL": "", "PREFECT_UI_API_URL": url, "PREFECT_UI_URL": ui_url(url),
-           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ECHOFLOW_HOME": str(home.resolve())}
+    env = {
+        **os.environ,
+        **QUIET_SERVICES,
+        "PREFECT_HOME": str(home / "prefect"),
+        # The UI asks /ui-settings where the API is: this server's own port, not 4200.
+        "PREFECT_API_URL": "",
+        "PREFECT_UI_API_URL": url,
+        "PREFECT_UI_URL": ui_url(url),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "ECHOFLOW_HOME": str(home.resolve()),
+    }
     (home / "prefect").mkdir(parents=True, exist_ok=True)
     with open(home / "server.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "echoflow.localserver", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "echoflow.localserver", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not _ours(port, home, timeout=0.5):
         if proc.poll() is not None:
             return None
         if time.monotonic() > deadline:
             proc.kill()
-            raise EchoflowError(f"the local Prefect API did not start within {STARTUP_TIMEOUT:.0f} s; "
-                                f"see {home / 'server.log'}")
+            raise EchoflowError(
+                f"the local Prefect API did not start within {STARTUP_TIMEOUT:.0f} s; see {home / 'server.log'}"
+            )
         time.sleep(0.2)
     return proc
 
@@ -146,8 +161,10 @@ def ensure(home: Path) -> str:
             if proc is not None:
                 _save(home, port=port, pid=proc.pid)
                 return api_url(port)
-        raise EchoflowError(f"the local Prefect API could not start: ports {first}-{first + PORTS_TRIED - 1} "
-                            f"are taken or it failed (see {home / 'server.log'})")
+        raise EchoflowError(
+            f"the local Prefect API could not start: ports {first}-{first + PORTS_TRIED - 1} "
+            f"are taken or it failed (see {home / 'server.log'})"
+        )
 
 
 def stop(home: Path) -> bool:
@@ -178,7 +195,7 @@ def serve(port: int) -> None:
     app = create_app(final=True)
 
     @app.middleware("http")
-    async def touch(request, call_next):  # type: ignore[no-untyped-def]
+    async def touch(request, call_next):
         if request.url.path == IDENTITY_PATH:
             return JSONResponse({"home": home})
         last[0] = time.monotonic()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,8 +19,14 @@ EXTENSIONS = {"netcdf": ".nc", "zarr": ".zarr"}
 # A static table, so that checking a parameter never imports echopype (seconds) or asks a
 # worker process; tests/unit/test_params.py checks it against the installed echopype.
 SONAR_MODELS: dict[str, bool] = {
-    "AZFP": True, "AZFP6": False, "EK60": False, "ES70": False, "EK80": False, "ES80": False,
-    "EA640": False, "AD2CP": False,
+    "AZFP": True,
+    "AZFP6": False,
+    "EK60": False,
+    "ES70": False,
+    "EK80": False,
+    "ES80": False,
+    "EA640": False,
+    "AD2CP": False,
 }
 
 
@@ -32,9 +37,7 @@ def sonar_models() -> dict[str, bool]:
 
 def check_output_type(value: str) -> str:
     if value not in OUTPUT_TYPES:
-        raise ParameterError(
-            f"unknown output_type {value!r}: allowed values are {', '.join(map(repr, OUTPUT_TYPES))}"
-        )
+        raise ParameterError(f"unknown output_type {value!r}: allowed values are {', '.join(map(repr, OUTPUT_TYPES))}")
     return value
 
 
@@ -42,20 +45,27 @@ def check_sonar_model(model: str, xml_path: Optional[str]) -> str:
     known = sonar_models()
     name = model.strip().upper()
     if name not in known:
-        raise ParameterError(
-            f"unknown sonar model {model!r}: echopype supports {', '.join(sorted(known))}"
-        )
+        raise ParameterError(f"unknown sonar model {model!r}: echopype supports {', '.join(sorted(known))}")
     if known[name] and not xml_path:
-        raise ParameterError(
-            f"sonar model {name} needs its instrument XML file: pass xml_path (CLI: --xml PATH)"
-        )
+        raise ParameterError(f"sonar model {name} needs its instrument XML file: pass xml_path (CLI: --xml PATH)")
     return name
 
 
-SECRET_KEYS = frozenset({
-    "key", "secret", "token", "password", "session_token", "client_secret", "account_key",
-    "sas_token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-})
+SECRET_KEYS = frozenset(
+    {
+        "key",
+        "secret",
+        "token",
+        "password",
+        "session_token",
+        "client_secret",
+        "account_key",
+        "sas_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+    }
+)
 
 
 def split_secrets(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -104,8 +104,9 @@ def ek500() -> Any:
     return cmap_d["ek500"]
 
 
-def echogram_png(ds: "xr.Dataset", channel: Any, title: str, vmin: float | None = None,
-                 vmax: float | None = None) -> bytes:
+def echogram_png(
+    ds: "xr.Dataset", channel: Any, title: str, vmin: float | None = None, vmax: float | None = None
+) -> bytes:
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -145,8 +146,9 @@ def _put(data: bytes, url: str, options: dict[str, Any] | None) -> None:
     os.replace(tmp, target)
 
 
-def existing(dataset_url: str, prefix: str, stage: str, item: str, channels: list[str],
-             options: dict[str, Any] | None) -> list[Echogram] | None:
+def existing(
+    dataset_url: str, prefix: str, stage: str, item: str, channels: list[str], options: dict[str, Any] | None
+) -> list[Echogram] | None:
     """The echograms already saved for these channels, or None when any is missing."""
     fs, _ = storage.filesystem(prefix, options)
     found = []
@@ -159,8 +161,16 @@ def existing(dataset_url: str, prefix: str, stage: str, item: str, channels: lis
     return found
 
 
-def render(dataset_url: str, prefix: str, stage: str, item: str, options: dict[str, Any] | None,
-           vmin: float | None = None, vmax: float | None = None, redo: bool = True) -> list[Echogram]:
+def render(
+    dataset_url: str,
+    prefix: str,
+    stage: str,
+    item: str,
+    options: dict[str, Any] | None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    redo: bool = True,
+) -> list[Echogram]:
     """One echogram PNG per channel of the Sv / MVBS output at `dataset_url`."""
     import xarray as xr
 
@@ -182,13 +192,17 @@ def render(dataset_url: str, prefix: str, stage: str, item: str, options: dict[s
         ds.close()
 
 
-def markdown_index(rows: list[tuple[str, str, Echogram]], vmin: float | None = None,
-                   vmax: float | None = None) -> str:
+def markdown_index(rows: list[tuple[str, str, Echogram]], vmin: float | None = None, vmax: float | None = None) -> str:
     """A markdown page linking every echogram (stage, item, echogram); web URLs show inline."""
     lo, hi = color_range(vmin, vmax)
-    lines = ["# Quick-look echograms", "",
-             f"EK500 palette, Sv {lo:g} to {hi:g} dB re 1 m⁻¹ for every channel; time in UTC.", "",
-             "| stage | item | channel | echogram |", "| --- | --- | --- | --- |"]
+    lines = [
+        "# Quick-look echograms",
+        "",
+        f"EK500 palette, Sv {lo:g} to {hi:g} dB re 1 m⁻¹ for every channel; time in UTC.",
+        "",
+        "| stage | item | channel | echogram |",
+        "| --- | --- | --- | --- |",
+    ]
     for stage, item, g in rows:
         link = f"[{g.url.rsplit('/', 1)[-1]}]({g.url})"
         if g.url.startswith(("http://", "https://")):

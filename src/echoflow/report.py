@@ -41,9 +41,11 @@ class Summary(BaseModel):
         return 0 if self.ok else 1
 
     def headline(self) -> str:
-        return (f"{len(self.files)} files: {self.count('converted')} converted, "
-                f"{self.count('skipped')} skipped (already complete), {self.failed} failed"
-                + (f", {self.count('cancelled')} cancelled" if self.count("cancelled") else ""))
+        return (
+            f"{len(self.files)} files: {self.count('converted')} converted, "
+            f"{self.count('skipped')} skipped (already complete), {self.failed} failed"
+            + (f", {self.count('cancelled')} cancelled" if self.count("cancelled") else "")
+        )
 
     def table(self) -> list[dict]:
         return [f.model_dump() for f in self.files]

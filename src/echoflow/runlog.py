@@ -32,10 +32,14 @@ class RunLogHandler(logging.Handler):
         logger.log(record.levelno, "%s: %s", record.name, record.getMessage())
 
 
-def _show_in_run_log(message: Any, category: type[Warning], filename: str, lineno: int,
-                     file: Any = None, line: Optional[str] = None) -> None:
-    RunLogHandler().emit(logging.LogRecord("py.warnings", logging.WARNING, filename, lineno,
-                                           f"{category.__name__}: {message}", None, None))
+def _show_in_run_log(
+    message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Optional[str] = None
+) -> None:
+    RunLogHandler().emit(
+        logging.LogRecord(
+            "py.warnings", logging.WARNING, filename, lineno, f"{category.__name__}: {message}", None, None
+        )
+    )
 
 
 def libraries_to_run_log(load_echopype: bool = True) -> None:
@@ -117,7 +121,7 @@ class LibraryOutput:
         os.close(self._real)
         self._real = -1
         for console in self.consoles:
-            console.file = None  # back to sys.stderr
+            console.file = None  # type: ignore[assignment]  # rich: None means sys.stderr
         self._real_file.close()
         self._reader.join(timeout=1.0)  # workers still exiting may hold the pipe a moment longer
         if self.lines and not self._to_run_log():
@@ -134,9 +138,18 @@ class LibraryOutput:
 
         try:
             with get_client(sync_client=True) as client:
-                client.create_logs([LogCreate(name="echoflow.libraries", level=logging.WARNING, message=line,
-                                              timestamp=datetime.fromtimestamp(t, timezone.utc),
-                                              flow_run_id=self.run_id) for t, line in list(self.lines)])
+                client.create_logs(
+                    [
+                        LogCreate(
+                            name="echoflow.libraries",
+                            level=logging.WARNING,
+                            message=line,
+                            timestamp=datetime.fromtimestamp(t, timezone.utc),  # type: ignore[arg-type]  # coerced by pydantic
+                            flow_run_id=self.run_id,
+                        )
+                        for t, line in list(self.lines)
+                    ]
+                )
         except Exception:  # noqa: BLE001 - the API is gone: show them here instead
             return False
         return True

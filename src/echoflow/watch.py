@@ -96,8 +96,9 @@ def split_source(source: str) -> tuple[str, Optional[str], bool]:
     return f"{scheme}{sep}{root}", source, first < len(parts) - 1 or "**" in path
 
 
-def list_source(source: str, options: Optional[dict[str, Any]], ready_suffix: Optional[str] = None
-                ) -> tuple[list[Listed], set[str]]:
+def list_source(
+    source: str, options: Optional[dict[str, Any]], ready_suffix: Optional[str] = None
+) -> tuple[list[Listed], set[str]]:
     """One listing of the source: its raw files, and the URLs whose sidecar is present."""
     root, pattern, recursive = split_source(source)
     fs, path = storage.filesystem(root, options)
@@ -125,14 +126,19 @@ def list_source(source: str, options: Optional[dict[str, Any]], ready_suffix: Op
         if base.startswith("."):
             continue
         if pattern:
-            if not fnmatch.fnmatchcase(name, pattern_path.removeprefix("./")) and \
-                    not fnmatch.fnmatchcase(url, pattern):
+            if not fnmatch.fnmatchcase(name, pattern_path.removeprefix("./")) and not fnmatch.fnmatchcase(url, pattern):
                 continue
         elif base.lower().endswith(SKIP_SUFFIXES):
             continue
         etag = info.get("ETag") or info.get("etag")
-        files.append(Listed(url=url, size=int(info.get("size") or 0), mtime=_mtime(info),
-                            etag=str(etag).strip('"') if etag else None))
+        files.append(
+            Listed(
+                url=url,
+                size=int(info.get("size") or 0),
+                mtime=_mtime(info),
+                etag=str(etag).strip('"') if etag else None,
+            )
+        )
     return sorted(files, key=lambda f: f.url), sidecars
 
 
@@ -150,11 +156,20 @@ def failure_url(output: str) -> str:
 class Watcher:
     """Decides, listing after listing, which files to convert; records what became of them."""
 
-    def __init__(self, source: str, output_prefix: str, extension: str, *, settle: float = 30.0,
-                 ready_suffix: Optional[str] = None, retry_failed: bool = False,
-                 input_options: Optional[dict[str, Any]] = None,
-                 output_options: Optional[dict[str, Any]] = None,
-                 files: Optional[dict[str, Entry]] = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        source: str,
+        output_prefix: str,
+        extension: str,
+        *,
+        settle: float = 30.0,
+        ready_suffix: Optional[str] = None,
+        retry_failed: bool = False,
+        input_options: Optional[dict[str, Any]] = None,
+        output_options: Optional[dict[str, Any]] = None,
+        files: Optional[dict[str, Entry]] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.source, self.prefix, self.extension = source, output_prefix, extension
         self.settle, self.ready_suffix, self.retry_failed = settle, ready_suffix, retry_failed
         self.input_options, self.output_options = input_options or {}, output_options or {}
@@ -195,7 +210,7 @@ class Watcher:
             # A file listed for the first time may be settled already (an old mtime); one
             # that changed since the previous listing is still being written.
             unchanged = entry is None or same
-            if not same:
+            if entry is None or not same:
                 entry = self.files[f.url] = Entry(size=f.size, mtime=f.mtime, etag=f.etag, since=now)
                 self.changed = True
             if self._settled(f, entry, unchanged, now, sidecars):
@@ -241,8 +256,7 @@ class Watcher:
             return {}
         except Exception as exc:
             raise storage.io_error(exc, self.prefix, "listing failure records") from exc
-        wanted = {fs._strip_protocol(failure_url(o)): o for o in outputs
-                  if posixpath.basename(failure_url(o)) in names}
+        wanted = {fs._strip_protocol(failure_url(o)): o for o in outputs if posixpath.basename(failure_url(o)) in names}
         if not wanted:
             return {}
         texts = fs.cat(list(wanted), on_error="return")
@@ -270,9 +284,15 @@ class Watcher:
         path = failure_url(self.output(f.url))
         if status == "failed":
             entry.status, entry.error = "failed", error
-            doc = {"source": storage.public_url(f.url), "fingerprint": f.fingerprint(), "size": f.size,
-                   "mtime": f.mtime, "etag": f.etag, "error": error,
-                   "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            doc = {
+                "source": storage.public_url(f.url),
+                "fingerprint": f.fingerprint(),
+                "size": f.size,
+                "mtime": f.mtime,
+                "etag": f.etag,
+                "error": error,
+                "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
             write_json(fs, path, doc)
         else:
             if entry.error is not None:  # it had failed before: its record is out of date now

@@ -36,10 +36,12 @@ def watch(
     xml: Optional[str] = typer.Option(None, "--xml", help="Instrument XML (AZFP)"),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Also run this recipe after new files convert"),
     interval: float = typer.Option(10.0, "--interval", min=0.2, help="Seconds between listings"),
-    settle: float = typer.Option(30.0, "--settle", min=0.0,
-                                 help="Seconds a file must be unchanged (size and mtime) before it is taken"),
-    ready_suffix: Optional[str] = typer.Option(None, "--ready-suffix",
-                                               help="Take a file only when <name><suffix> exists, e.g. .done"),
+    settle: float = typer.Option(
+        30.0, "--settle", min=0.0, help="Seconds a file must be unchanged (size and mtime) before it is taken"
+    ),
+    ready_suffix: Optional[str] = typer.Option(
+        None, "--ready-suffix", help="Take a file only when <name><suffix> exists, e.g. .done"
+    ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry files that failed before (once)"),
     heartbeat: float = typer.Option(60.0, "--heartbeat", min=0.0, help="Seconds between idle lines"),
     concurrency: int = typer.Option(0, "--concurrency", "-j", min=0, help="Worker processes (0: one per CPU)"),
@@ -48,7 +50,8 @@ def watch(
     output_option: List[str] = typer.Option([], "--output-option", help="fsspec option for outputs, KEY=VALUE"),
 ) -> None:
     """Watch a folder or prefix and convert each raw file once it has settled; runs until Ctrl-C/SIGTERM."""
-    from echoflow import storage, watch as w
+    from echoflow import storage
+    from echoflow import watch as w
     from echoflow.cli import _pydantic_message, fail, storage_options
     from echoflow.params import EXTENSIONS, BatchRequest
     from echoflow.stopping import on_signals
@@ -57,9 +60,15 @@ def watch(
     in_opts = storage_options(input_option, "--input-option", "input")
     if anon:
         in_opts["anon"] = True
-    params = dict(sonar_model=sonar_model, output_prefix=out_prefix, output_type=output_type, xml_path=xml,
-                  concurrency=concurrency, input_storage_options=in_opts,
-                  output_storage_options=storage_options(output_option, "--output-option", "output"))
+    params: dict[str, Any] = dict(
+        sonar_model=sonar_model,
+        output_prefix=out_prefix,
+        output_type=output_type,
+        xml_path=xml,
+        concurrency=concurrency,
+        input_storage_options=in_opts,
+        output_storage_options=storage_options(output_option, "--output-option", "output"),
+    )
     pool = Workers(concurrency or available_cpus())
     pool.__enter__()  # workers load echopype while this process starts Prefect
     try:
@@ -76,9 +85,16 @@ def watch(
             fail(one_line(exc))
         except ValueError as exc:
             fail(_pydantic_message(exc))
-        watcher = w.Watcher(source, req.output_prefix, EXTENSIONS[req.output_type], settle=settle,
-                            ready_suffix=ready_suffix, retry_failed=retry_failed,
-                            input_options=req.input_storage_options, output_options=req.output_storage_options)
+        watcher = w.Watcher(
+            source,
+            req.output_prefix,
+            EXTENSIONS[req.output_type],
+            settle=settle,
+            ready_suffix=ready_suffix,
+            retry_failed=retry_failed,
+            input_options=req.input_storage_options,
+            output_options=req.output_storage_options,
+        )
         with on_signals() as stop:
             Loop(watcher, pool, params, stop, interval, heartbeat, recipe).run()
     finally:
@@ -87,8 +103,16 @@ def watch(
 
 
 class Loop:
-    def __init__(self, watcher: Any, pool: Any, params: dict[str, Any], stop: Any, interval: float,
-                 heartbeat: float, recipe: Optional[Path]) -> None:
+    def __init__(
+        self,
+        watcher: Any,
+        pool: Any,
+        params: dict[str, Any],
+        stop: Any,
+        interval: float,
+        heartbeat: float,
+        recipe: Optional[Path],
+    ) -> None:
         self.watcher, self.pool, self.params, self.stop = watcher, pool, params, stop
         self.interval, self.heartbeat, self.recipe = interval, heartbeat, recipe
         self.counts = {"converted": 0, "failed": 0}
@@ -104,8 +128,12 @@ class Loop:
         from echoflow.home import use_embedded_default
 
         where = use_embedded_default(quiet=True)
-        self.say(escape(f"watching {storage.shown(self.watcher.source)} every {self.interval:g} s "
-                        f"(settle {self.watcher.settle:g} s) -> {storage.shown(self.watcher.prefix)}; runs in {where}"))
+        self.say(
+            escape(
+                f"watching {storage.shown(self.watcher.source)} every {self.interval:g} s "
+                f"(settle {self.watcher.settle:g} s) -> {storage.shown(self.watcher.prefix)}; runs in {where}"
+            )
+        )
         first = True
         while not self.stop.is_set():
             started = time.monotonic()
@@ -117,14 +145,16 @@ class Loop:
                 self.say(f"[yellow]listing failed[/], trying again next interval: {escape(one_line(exc))}")
             first = False
             self.stop.requested.wait(max(0.0, self.interval - (time.monotonic() - started)))
-        self.say(f"stopped ({self.stop.name}): {self.counts['converted']} converted, "
-                 f"{self.counts['failed']} failed since start")
+        self.say(
+            f"stopped ({self.stop.name}): {self.counts['converted']} converted, "
+            f"{self.counts['failed']} failed since start"
+        )
 
     def once(self) -> None:
         poll = self.watcher.poll()
         if poll.done:
             self.say(f"{len(poll.done)} file(s) complete already (markers), not converted again")
-        for f, error in poll.failed_before:
+        for _file, error in poll.failed_before:
             self.say(f"[red]failed before[/], unchanged since (--retry-failed to retry): {escape(error)}")
         converted = self.convert(poll.ready) if poll.ready and not self.stop.is_set() else 0
         if converted and self.recipe is not None and not self.stop.is_set():
@@ -134,8 +164,10 @@ class Loop:
         self.keep_api_alive()
         if time.monotonic() - self.last_line >= self.heartbeat:
             known = self.watcher.files.values()
-            self.say(f"idle: {poll.listed} files listed, {sum(e.status == 'done' for e in known)} done, "
-                     f"{sum(e.status == 'failed' for e in known)} failed, {len(poll.waiting)} not settled yet")
+            self.say(
+                f"idle: {poll.listed} files listed, {sum(e.status == 'done' for e in known)} done, "
+                f"{sum(e.status == 'failed' for e in known)} failed, {len(poll.waiting)} not settled yet"
+            )
 
     def convert(self, files: list[Any]) -> int:
         from echoflow import storage
@@ -161,7 +193,9 @@ class Loop:
             r = by_source.get(storage.public_url(f.url))
             name = escape(f.url.rsplit("/", 1)[-1])  # names and errors are text, not markup
             if r is None or r.status == "cancelled":
-                self.say(f"[yellow]not finished[/] {name}: {escape(r.error or '') if r else 'no result'} (taken again next time)")
+                self.say(
+                    f"[yellow]not finished[/] {name}: {escape(r.error or '') if r else 'no result'} (taken again next time)"
+                )
                 continue
             if r.status == "failed":
                 self.watcher.record(f, "failed", r.error)
@@ -175,8 +209,10 @@ class Loop:
                 converted += 1
                 self.counts["converted"] += 1
             mb = f"{r.bytes / 1e6:.2f} MB, " if r.bytes else ""
-            self.say(f"[green]{r.status}[/] {name} -> {escape(r.output or '')} ({mb}{r.seconds or 0:.1f} s; "
-                     f"complete {lag:.1f} s after settling)")
+            self.say(
+                f"[green]{r.status}[/] {name} -> {escape(r.output or '')} ({mb}{r.seconds or 0:.1f} s; "
+                f"complete {lag:.1f} s after settling)"
+            )
         return converted
 
     def run_recipe(self) -> None:

@@ -95,8 +95,9 @@ class Workers:
     def _get(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_warm)
+                self._pool = ProcessPoolExecutor(
+                    self.count, mp_context=multiprocessing.get_context("spawn"), initializer=_warm
+                )
                 for _ in range(self.count):  # start every worker now, not on first use
                     self._pool.submit(int)
             return self._pool

@@ -31,8 +31,9 @@ def render(helm_bin):
         key = (value_set, kube)
         if key not in cache:
             spec = VALUE_SETS[value_set]
-            cache[key] = jt.render_chart(spec["files"], spec["set"], release=RELEASE,
-                                         namespace=NAMESPACE, kube_version=KUBE_VERSIONS[kube])
+            cache[key] = jt.render_chart(
+                spec["files"], spec["set"], release=RELEASE, namespace=NAMESPACE, kube_version=KUBE_VERSIONS[kube]
+            )
         return cache[key]
 
     return _render

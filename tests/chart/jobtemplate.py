@@ -54,9 +54,7 @@ def helm_binary() -> str:
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise HelmNotFound(
-        "helm not found: set HELM, put helm on PATH or run `scripts/fetch-tools.sh .tools`"
-    )
+    raise HelmNotFound("helm not found: set HELM, put helm on PATH or run `scripts/fetch-tools.sh .tools`")
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -110,18 +108,14 @@ def render_chart(
 
 
 def find(objects: Iterable[dict], kind: str, name: str | None = None) -> list[dict]:
-    return [
-        o for o in objects
-        if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)
-    ]
+    return [o for o in objects if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)]
 
 
 def base_job_template(objects: Iterable[dict]) -> dict:
     """The work pool's base job template from the rendered ConfigMap."""
     import json
 
-    maps = [o for o in objects if o.get("kind") == "ConfigMap"
-            and BASE_JOB_TEMPLATE_KEY in (o.get("data") or {})]
+    maps = [o for o in objects if o.get("kind") == "ConfigMap" and BASE_JOB_TEMPLATE_KEY in (o.get("data") or {})]
     if len(maps) != 1:
         raise LookupError(f"expected one ConfigMap with {BASE_JOB_TEMPLATE_KEY}, found {len(maps)}")
     return json.loads(maps[0]["data"][BASE_JOB_TEMPLATE_KEY])
@@ -158,32 +152,43 @@ async def job_configuration_for_flow_run_async(
         base_job_template=copy.deepcopy(template), values=dict(variables), **kwargs
     )
     configuration.prepare_for_flow_run(
-        flow_run=flow_run, deployment=deployment, flow=flow,
-        work_pool=work_pool, worker_name=worker_name,
+        flow_run=flow_run,
+        deployment=deployment,
+        flow=flow,
+        work_pool=work_pool,
+        worker_name=worker_name,
     )
     return configuration
 
 
-async def job_manifest_for_flow_run_async(template: dict, flow_run: Any, deployment: Any = None,
-                                          flow: Any = None, variables: Mapping[str, Any] | None = None,
-                                          **kwargs: Any) -> dict:
+async def job_manifest_for_flow_run_async(
+    template: dict,
+    flow_run: Any,
+    deployment: Any = None,
+    flow: Any = None,
+    variables: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict:
     configuration = await job_configuration_for_flow_run_async(
         template, flow_run, deployment, flow, variables, **kwargs
     )
     return copy.deepcopy(configuration.job_manifest)
 
 
-def job_manifest_for_flow_run(template: dict, flow_run: Any, deployment: Any = None,
-                              flow: Any = None, variables: Mapping[str, Any] | None = None,
-                              **kwargs: Any) -> dict:
+def job_manifest_for_flow_run(
+    template: dict,
+    flow_run: Any,
+    deployment: Any = None,
+    flow: Any = None,
+    variables: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict:
     """The Job manifest the worker submits for `flow_run` (sync; not inside a running loop).
 
     variables: job variables; by default the deployment's overlaid with the flow run's.
     kwargs: work_pool, worker_name, client (passed through to prefect-kubernetes).
     """
-    return asyncio.run(job_manifest_for_flow_run_async(
-        template, flow_run, deployment, flow, variables, **kwargs
-    ))
+    return asyncio.run(job_manifest_for_flow_run_async(template, flow_run, deployment, flow, variables, **kwargs))
 
 
 # Job-level fields that older templates also put in the pod spec, where Kubernetes does not
@@ -215,9 +220,23 @@ def validation_errors(obj: dict, versions: Sequence[str] = KUBE_VERSIONS) -> lis
     return errors
 
 
-_QUANTITY_SUFFIXES = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
-                      "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-                      "P": 1e15, "E": 1e18}
+_QUANTITY_SUFFIXES = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+}
 
 
 def quantity(value: str | int | float) -> float:

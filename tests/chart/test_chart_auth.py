@@ -13,9 +13,8 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
 import jobtemplate as jt
+import pytest
 from chartcases import NAMESPACE, RELEASE, VALUE_SETS
 
 FULL = RELEASE
@@ -54,14 +53,18 @@ def test_clients_get_the_auth_string_by_reference(render, value_set):
     objects = render(value_set)
     expected = AUTH[value_set]
     for kind, name in CLIENTS:
-        for c in [*pod_spec(jt.find(objects, kind, name)[0]).get("initContainers", []),
-                  *pod_spec(jt.find(objects, kind, name)[0])["containers"]]:
+        for c in [
+            *pod_spec(jt.find(objects, kind, name)[0]).get("initContainers", []),
+            *pod_spec(jt.find(objects, kind, name)[0])["containers"],
+        ]:
             env = env_of(c)
             if expected is None:
                 assert "PREFECT_API_AUTH_STRING" not in env, (name, c["name"])
             else:
-                assert env["PREFECT_API_AUTH_STRING"] == {"name": "PREFECT_API_AUTH_STRING", "valueFrom": {
-                    "secretKeyRef": {"name": expected[0], "key": expected[1]}}}, (name, c["name"])
+                assert env["PREFECT_API_AUTH_STRING"] == {
+                    "name": "PREFECT_API_AUTH_STRING",
+                    "valueFrom": {"secretKeyRef": {"name": expected[0], "key": expected[1]}},
+                }, (name, c["name"])
     worker_env = env_of(pod_spec(jt.find(objects, "Deployment", f"{FULL}-worker")[0])["containers"][0])
     prefix = "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_"
     got = (worker_env.get(prefix + "NAME", {}).get("value"), worker_env.get(prefix + "KEY", {}).get("value"))
@@ -73,7 +76,8 @@ def test_clients_get_the_auth_string_by_reference(render, value_set):
             assert "PREFECT_SERVER_API_AUTH_STRING" not in env
         else:
             assert env["PREFECT_SERVER_API_AUTH_STRING"]["valueFrom"]["secretKeyRef"] == dict(
-                zip(("name", "key"), expected))
+                zip(("name", "key"), expected)
+            )
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -87,8 +91,9 @@ def test_no_credential_as_a_plain_value(render, value_set):
         spec = pod_spec(o)
         for c in [*spec.get("initContainers", []), *spec["containers"]]:
             for e in c.get("env", []):
-                if any(w in e["name"] for w in ("AUTH_STRING", "API_KEY", "PASSWORD", "SECRET_ACCESS", "CONNECTION_URL")) \
-                        and not e["name"].endswith(("_SECRET_NAME", "_SECRET_KEY")):
+                if any(
+                    w in e["name"] for w in ("AUTH_STRING", "API_KEY", "PASSWORD", "SECRET_ACCESS", "CONNECTION_URL")
+                ) and not e["name"].endswith(("_SECRET_NAME", "_SECRET_KEY")):
                     assert "value" not in e or e["value"].startswith("sqlite"), (o["metadata"]["name"], e)
     secrets = jt.find(objects, "Secret")
     generated = [s for s in secrets if s["metadata"]["name"] == f"{FULL}-api-auth"]
@@ -176,14 +181,16 @@ def _worker_job(render, value_set, kube_url, monkeypatch):
         async with get_client() as client:
             await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=template))
             flow_id = await client.create_flow_from_name("convert-batch")
-            deployment_id = await client.create_deployment(flow_id=flow_id, name="d", work_pool_name=pool,
-                                                           entrypoint="echoflow.flows.batch:convert_batch")
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name="d", work_pool_name=pool, entrypoint="echoflow.flows.batch:convert_batch"
+            )
             flow_run = await client.create_flow_run_from_deployment(deployment_id, parameters={})
             work_pool = await client.read_work_pool(pool)
         with temporary_settings(updates=updates):  # what the worker pod's env holds
             async with get_client() as client:
                 configuration = await KubernetesWorker.job_configuration.resolve_for_flow_run(
-                    flow_run, client=client, work_pool=work_pool, worker_name="worker-pod-0")
+                    flow_run, client=client, work_pool=work_pool, worker_name="worker-pod-0"
+                )
             # Not entered as a context manager: that would start the cluster observer.
             worker_obj = KubernetesWorker(work_pool_name=pool, name="worker-pod-0")
             async with ApiClient(Configuration(host=kube_url)) as api:
@@ -197,7 +204,7 @@ def test_worker_sends_credentials_only_by_reference(render, prefect_server, kube
     url, created = kube_api
     before = len(created)
     _worker_job(render, value_set, url, monkeypatch)
-    (path, job), = created[before:]
+    ((path, job),) = created[before:]
     flow_ns = jt.base_job_template(render(value_set))["job_configuration"]["namespace"]
     assert path == f"/apis/batch/v1/namespaces/{flow_ns}/jobs"
     sent = json.dumps(job)
@@ -206,7 +213,8 @@ def test_worker_sends_credentials_only_by_reference(render, prefect_server, kube
     expected = AUTH[value_set]
     if expected:
         assert env["PREFECT_API_AUTH_STRING"]["valueFrom"] == {
-            "secretKeyRef": {"name": expected[0], "key": expected[1]}}
+            "secretKeyRef": {"name": expected[0], "key": expected[1]}
+        }
     if value_set == "prefect-cloud":
         assert env["PREFECT_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "prefect-api-key", "key": "key"}}
     assert jt.validation_errors(job) == []
@@ -220,7 +228,7 @@ def test_without_the_chart_settings_the_worker_would_leak(render, prefect_server
     worker = pod_spec(jt.find(objects, "Deployment", f"{FULL}-worker")[0])["containers"][0]
     worker["env"] = [e for e in worker["env"] if "AUTH_STRING_SECRET" not in e["name"]]
     _worker_job(lambda _: objects, "defaults", url, monkeypatch)
-    (_, job), = created[before:]
+    ((_, job),) = created[before:]
     assert CANARY_AUTH in json.dumps(job)
 
 
@@ -253,10 +261,13 @@ def test_server_network_policy(render, value_set):
     pod_labels = manifest["spec"]["template"]["metadata"]["labels"]
     assert flow_peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert flow_peer["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": manifest["metadata"]["namespace"]}
+        "kubernetes.io/metadata.name": manifest["metadata"]["namespace"]
+    }
     if value_set == "postgres-ha":
-        assert extra == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
-                         {"ipBlock": {"cidr": "10.8.0.0/16"}}]
+        assert extra == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+            {"ipBlock": {"cidr": "10.8.0.0/16"}},
+        ]
     else:
         assert extra == []
 
@@ -278,8 +289,10 @@ def test_exposed_without_auth_warns(helm_bin):
     blocked = notes("server.ingress.enabled=true", "server.ingress.host=ef.example.org")
     assert "NetworkPolicy admits no ingress controller" in blocked
     assert "admits no ingress controller" not in notes(
-        "server.ingress.enabled=true", "server.ingress.host=ef.example.org",
-        "networkPolicy.extraFrom[0].namespaceSelector.matchLabels.team=ingress")
+        "server.ingress.enabled=true",
+        "server.ingress.host=ef.example.org",
+        "networkPolicy.extraFrom[0].namespaceSelector.matchLabels.team=ingress",
+    )
 
 
 def test_ingress(render):
@@ -298,8 +311,10 @@ def test_flow_run_egress_policy(render):
     (policy,) = jt.find(objects, "NetworkPolicy", f"{FULL}-flow-runs")
     manifest = jt.base_job_template(objects)["job_configuration"]["job_manifest"]
     assert policy["metadata"]["namespace"] == manifest["metadata"]["namespace"] == "echoflow-jobs"
-    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
-        manifest["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items()
+        <= manifest["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert policy["spec"]["policyTypes"] == ["Egress"]
     dns, api, store = policy["spec"]["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
@@ -307,6 +322,7 @@ def test_flow_run_egress_policy(render):
     (peer,) = api["to"]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
     assert peer["podSelector"]["matchLabels"].items() <= server["spec"]["template"]["metadata"]["labels"].items()
-    assert api["ports"] == [{"port": server["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
-                            "protocol": "TCP"}]
+    assert api["ports"] == [
+        {"port": server["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], "protocol": "TCP"}
+    ]
     assert store == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}

@@ -11,9 +11,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import jobtemplate as jt
 import pytest
 
-import jobtemplate as jt
 from echoflow.cluster import expected_deployments
 from echoflow.deploy import FLOWS
 
@@ -21,8 +21,9 @@ BIN = Path(sys.executable).parent
 CANARY_AUTH = "echoflow:canary-9f3b1c7e-auth"
 
 
-def echoflow(*args: str, api_url: str | None, tmp_path: Path, auth: str | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess:
+def echoflow(
+    *args: str, api_url: str | None, tmp_path: Path, auth: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """`echoflow …` as the pods run it: its own process, settings from the environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
@@ -31,8 +32,7 @@ def echoflow(*args: str, api_url: str | None, tmp_path: Path, auth: str | None =
         env["PREFECT_API_URL"] = api_url
     if auth:
         env["PREFECT_API_AUTH_STRING"] = auth
-    return subprocess.run([str(BIN / "echoflow"), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(BIN / "echoflow"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 async def _install(pool: str, template: dict, deployment_name: str, flows) -> None:
@@ -41,12 +41,12 @@ async def _install(pool: str, template: dict, deployment_name: str, flows) -> No
     from prefect.client.schemas.actions import WorkPoolCreate
 
     async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes",
-                                                     base_job_template=template))
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="kubernetes", base_job_template=template))
         for flow in flows:
             flow_id = await client.create_flow_from_name(flow)
-            await client.create_deployment(flow_id=flow_id, name=deployment_name, work_pool_name=pool,
-                                           entrypoint=FLOWS[flow])
+            await client.create_deployment(
+                flow_id=flow_id, name=deployment_name, work_pool_name=pool, entrypoint=FLOWS[flow]
+            )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,13 @@ def auth_server(render, tmp_path_factory):
     (ref,) = [e["valueFrom"]["secretKeyRef"] for e in c["env"] if e["name"] == "PREFECT_SERVER_API_AUTH_STRING"]
     assert ref == {"name": "echoflow-api-auth", "key": "auth-string"}
     port = free_port()
-    env.update({"PREFECT_SERVER_API_AUTH_STRING": CANARY_AUTH, "PREFECT_SERVER_UI_ENABLED": "false",
-                "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db"})
+    env.update(
+        {
+            "PREFECT_SERVER_API_AUTH_STRING": CANARY_AUTH,
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        }
+    )
     cmd = [a.replace("0.0.0.0", "127.0.0.1").replace("4200", str(port)) for a in c["command"]]
     log = home / "server.log"
     proc = start(cmd, env, log)
@@ -98,8 +103,7 @@ def test_wait_for_api_gives_up_and_needs_a_url(tmp_path):
     from test_chart_processes import free_port
 
     url = f"http://127.0.0.1:{free_port()}/api"  # nobody listens
-    proc = echoflow("cluster", "wait-for-api", "--timeout", "1", "--interval", "0.2", api_url=url,
-                    tmp_path=tmp_path)
+    proc = echoflow("cluster", "wait-for-api", "--timeout", "1", "--interval", "0.2", api_url=url, tmp_path=tmp_path)
     assert proc.returncode == 1
     assert f"Prefect API at {url} not healthy after 1s" in proc.stderr
     proc = echoflow("cluster", "wait-for-api", api_url=None, tmp_path=tmp_path)
@@ -108,12 +112,12 @@ def test_wait_for_api_gives_up_and_needs_a_url(tmp_path):
 
 def test_wait_for_api_with_basic_auth(auth_server, tmp_path):
     """Healthy is not enough: the credentials must be accepted, and a wrong string fails fast."""
-    ok = echoflow("cluster", "wait-for-api", "--timeout", "30", api_url=auth_server, auth=CANARY_AUTH,
-                  tmp_path=tmp_path)
+    ok = echoflow(
+        "cluster", "wait-for-api", "--timeout", "30", api_url=auth_server, auth=CANARY_AUTH, tmp_path=tmp_path
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     for auth in (None, "echoflow:wrong"):
-        bad = echoflow("cluster", "wait-for-api", "--timeout", "30", api_url=auth_server, auth=auth,
-                       tmp_path=tmp_path)
+        bad = echoflow("cluster", "wait-for-api", "--timeout", "30", api_url=auth_server, auth=auth, tmp_path=tmp_path)
         assert bad.returncode == 1, bad.stdout
         assert "FAIL: the Prefect API refused our credentials (HTTP 401)" in bad.stderr
         assert CANARY_AUTH not in bad.stdout + bad.stderr
@@ -121,9 +125,20 @@ def test_wait_for_api_with_basic_auth(auth_server, tmp_path):
 
 def test_check_passes_and_derives_deployments_from_flows(installed, tmp_path):
     url, pool, deployment, template_path = installed
-    proc = echoflow("cluster", "check", "--pool", pool, "--deployment-name", deployment,
-                    "--base-job-template", str(template_path), "--timeout", "30",
-                    api_url=url, tmp_path=tmp_path)
+    proc = echoflow(
+        "cluster",
+        "check",
+        "--pool",
+        pool,
+        "--deployment-name",
+        deployment,
+        "--base-job-template",
+        str(template_path),
+        "--timeout",
+        "30",
+        api_url=url,
+        tmp_path=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"ok: work pool '{pool}' (kubernetes)" in proc.stdout
     for name in expected_deployments(deployment):  # what deploy registers, none hard-coded
@@ -158,16 +173,16 @@ def test_expected_deployments_with_watch_settings(monkeypatch, helm_bin):
 def test_check_without_deployments(installed, tmp_path):
     """deployments.enabled=false: the test pod gets no --deployment-name and checks none."""
     url, pool, _, template_path = installed
-    proc = echoflow("cluster", "check", "--pool", pool, "--base-job-template", str(template_path),
-                    api_url=url, tmp_path=tmp_path)
+    proc = echoflow(
+        "cluster", "check", "--pool", pool, "--base-job-template", str(template_path), api_url=url, tmp_path=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "deployment" not in proc.stdout
 
 
 def test_check_finds_problems(installed, tmp_path):
     url, pool, deployment, template_path = installed
-    proc = echoflow("cluster", "check", "--pool", pool, "--deployment-name", "nope",
-                    api_url=url, tmp_path=tmp_path)
+    proc = echoflow("cluster", "check", "--pool", pool, "--deployment-name", "nope", api_url=url, tmp_path=tmp_path)
     assert proc.returncode == 1
     assert f"FAIL: deployment '{next(iter(FLOWS))}/nope' does not exist" in proc.stderr
 
@@ -175,8 +190,9 @@ def test_check_finds_problems(installed, tmp_path):
     other["variables"]["properties"]["memory_limit"]["default"] = "1Gi"
     other_path = tmp_path / "other.json"
     other_path.write_text(json.dumps(other))
-    proc = echoflow("cluster", "check", "--pool", pool, "--base-job-template", str(other_path),
-                    api_url=url, tmp_path=tmp_path)
+    proc = echoflow(
+        "cluster", "check", "--pool", pool, "--base-job-template", str(other_path), api_url=url, tmp_path=tmp_path
+    )
     assert proc.returncode == 1
     assert "base job template differs" in proc.stderr and "['variables']" in proc.stderr
 

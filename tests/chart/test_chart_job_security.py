@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
-
 import jobtemplate as jt
-from chartcases import KUBE_VERSIONS, NAMESPACE, RELEASE, VALUE_SETS
+import pytest
+from chartcases import KUBE_VERSIONS, NAMESPACE, VALUE_SETS
 
-PARAMS = {"sources": ["s3://archive/raw/DY1801/EK60/*.raw"], "sonar_model": "EK60",
-          "output_prefix": "s3://converted/DY1801"}
+PARAMS = {
+    "sources": ["s3://archive/raw/DY1801/EK60/*.raw"],
+    "sonar_model": "EK60",
+    "output_prefix": "s3://converted/DY1801",
+}
 
 # (name, job variables) a caller could use to run its own code or reach Secrets, other
 # namespaces, other nodes, the API's identity or the server's traffic.
@@ -39,15 +41,24 @@ ABUSIVE = [
     ("tolerations", {"tolerations": [{"operator": "Exists"}]}),
     ("annotations", {"annotations": {"iam.amazonaws.com/role": "admin"}}),
     ("image pull policy", {"image_pull_policy": "Always"}),
-    ("longer deadline", {"active_deadline_seconds": 10 ** 7}),
+    ("longer deadline", {"active_deadline_seconds": 10**7}),
     ("no deadline", {"active_deadline_seconds": None}),
     ("bad quantity", {"memory_limit": "lots"}),
 ]
-LEGITIMATE = {"cpu_request": "500m", "cpu_limit": 6, "memory_request": "4Gi", "memory_limit": "32Gi",
-              "ephemeral_storage_request": "10Gi", "ephemeral_storage_limit": "80Gi",
-              "env": {"PREFECT_LOGGING_LEVEL": "DEBUG", "ECHOFLOW_EXTRA": "1", "OMP_NUM_THREADS": "2"},
-              "labels": {"team": "acoustics"}, "name": "dy1801", "backoff_limit": 1,
-              "active_deadline_seconds": 3600, "finished_job_ttl": 600}
+LEGITIMATE = {
+    "cpu_request": "500m",
+    "cpu_limit": 6,
+    "memory_request": "4Gi",
+    "memory_limit": "32Gi",
+    "ephemeral_storage_request": "10Gi",
+    "ephemeral_storage_limit": "80Gi",
+    "env": {"PREFECT_LOGGING_LEVEL": "DEBUG", "ECHOFLOW_EXTRA": "1", "OMP_NUM_THREADS": "2"},
+    "labels": {"team": "acoustics"},
+    "name": "dy1801",
+    "backoff_limit": 1,
+    "active_deadline_seconds": 3600,
+    "finished_job_ttl": 600,
+}
 
 
 async def _pool_and_deployment(template: dict, job_variables: dict | None = None):
@@ -56,12 +67,15 @@ async def _pool_and_deployment(template: dict, job_variables: dict | None = None
 
     pool_name = f"locked-{uuid.uuid4().hex[:8]}"
     async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=pool_name, type="kubernetes",
-                                                     base_job_template=template))
+        await client.create_work_pool(WorkPoolCreate(name=pool_name, type="kubernetes", base_job_template=template))
         flow_id = await client.create_flow_from_name("convert-batch")
         deployment_id = await client.create_deployment(
-            flow_id=flow_id, name=f"d-{uuid.uuid4().hex[:6]}", work_pool_name=pool_name,
-            entrypoint="echoflow.flows.batch:convert_batch", job_variables=job_variables or {})
+            flow_id=flow_id,
+            name=f"d-{uuid.uuid4().hex[:6]}",
+            work_pool_name=pool_name,
+            entrypoint="echoflow.flows.batch:convert_batch",
+            job_variables=job_variables or {},
+        )
         return pool_name, deployment_id
 
 
@@ -81,8 +95,9 @@ def test_abusive_run_variables_are_refused(pool, variables):
 
     async def run():
         async with get_client() as client:
-            return await client.create_flow_run_from_deployment(deployment_id, parameters=PARAMS,
-                                                                 job_variables=variables)
+            return await client.create_flow_run_from_deployment(
+                deployment_id, parameters=PARAMS, job_variables=variables
+            )
 
     with pytest.raises(PrefectHTTPStatusError) as caught:
         asyncio.run(run())
@@ -101,11 +116,11 @@ def test_abusive_deployment_variables_are_refused(pool, variables):
 
 def test_deploy_hooks_image_and_allowlist(prefect_server, helm_bin):
     """The hook's `--image` (job variable image) passes; an allowlisted image too."""
-    objects = jt.render_chart(set_values={"flowRuns.image.allowed[0]": "registry.example/echoflow:0.2.0"},
-                              namespace=NAMESPACE)
+    objects = jt.render_chart(
+        set_values={"flowRuns.image.allowed[0]": "registry.example/echoflow:0.2.0"}, namespace=NAMESPACE
+    )
     template = jt.base_job_template(objects)
-    assert template["variables"]["properties"]["image"]["enum"] == ["echoflow:0.1.0",
-                                                                   "registry.example/echoflow:0.2.0"]
+    assert template["variables"]["properties"]["image"]["enum"] == ["echoflow:0.1.0", "registry.example/echoflow:0.2.0"]
     for image in ("echoflow:0.1.0", "registry.example/echoflow:0.2.0"):
         asyncio.run(_pool_and_deployment(template, {"image": image}))
 
@@ -116,9 +131,18 @@ def test_image_registry_prefix(prefect_server, helm_bin):
 
     objects = jt.render_chart(set_values={"flowRuns.image.allowedPrefix": "registry.example/team/"})
     template = jt.base_job_template(objects)
-    for image in ("echoflow:0.1.0", "registry.example/team/echoflow:0.2.0", "registry.example/team/tools@sha256:" + "a" * 64):
+    for image in (
+        "echoflow:0.1.0",
+        "registry.example/team/echoflow:0.2.0",
+        "registry.example/team/tools@sha256:" + "a" * 64,
+    ):
         asyncio.run(_pool_and_deployment(template, {"image": image}))
-    for image in ("registry.example/team-evil/x:1", "attacker.example/registry.example/team/x", "registry.example/team/", None):
+    for image in (
+        "registry.example/team-evil/x:1",
+        "attacker.example/registry.example/team/x",
+        "registry.example/team/",
+        None,
+    ):
         with pytest.raises(PrefectHTTPStatusError, match="Error creating deployment"):
             asyncio.run(_pool_and_deployment(template, {"image": image}))
 
@@ -135,8 +159,9 @@ def test_legitimate_variables_give_a_strictly_valid_job(pool, prefect_server, re
     async def build():
         pool_name, deployment_id = await _pool_and_deployment(template)
         async with get_client() as client:
-            run = await client.create_flow_run_from_deployment(deployment_id, parameters=PARAMS,
-                                                               job_variables=variables)
+            run = await client.create_flow_run_from_deployment(
+                deployment_id, parameters=PARAMS, job_variables=variables
+            )
             deployment = await client.read_deployment(deployment_id)
             flow = await client.read_flow(deployment.flow_id)
         return run, deployment, flow
@@ -171,11 +196,17 @@ def test_limit_range_caps_what_variables_can_ask(render, value_set):
     assert item["default"] == item["max"]
     assert item["defaultRequest"] == {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
     props = template["variables"]["properties"]
-    for var, res in [("cpu_limit", "cpu"), ("memory_limit", "memory"),
-                     ("ephemeral_storage_limit", "ephemeral-storage")]:
+    for var, res in [
+        ("cpu_limit", "cpu"),
+        ("memory_limit", "memory"),
+        ("ephemeral_storage_limit", "ephemeral-storage"),
+    ]:
         assert jt.quantity(props[var]["default"]) <= jt.quantity(item["max"][res]), (value_set, var)
-    scratch = next(v for v in template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["volumes"]
-                   if v["name"] == "scratch")
+    scratch = next(
+        v
+        for v in template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "scratch"
+    )
     assert jt.quantity(scratch["emptyDir"]["sizeLimit"]) < jt.quantity(props["ephemeral_storage_limit"]["default"])
 
 

@@ -7,9 +7,8 @@ import asyncio
 import copy
 import uuid
 
-import pytest
-
 import jobtemplate as jt
+import pytest
 from chartcases import NAMESPACE, RELEASE
 
 ENTRYPOINT = "echoflow.flows.batch:convert_batch"
@@ -37,9 +36,7 @@ async def _register(template: dict, pool_name: str, job_variables: dict | None =
     from prefect.client.schemas.actions import WorkPoolCreate
 
     async with get_client() as client:
-        await client.create_work_pool(
-            WorkPoolCreate(name=pool_name, type="kubernetes", base_job_template=template)
-        )
+        await client.create_work_pool(WorkPoolCreate(name=pool_name, type="kubernetes", base_job_template=template))
         flow_id = await client.create_flow_from_name("convert-batch")
         deployment_id = await client.create_deployment(
             flow_id=flow_id,
@@ -65,9 +62,7 @@ def registered(prefect_server, render):
         if key not in cache:
             template = jt.base_job_template(render(value_set))
             pool_name = f"{value_set}-{uuid.uuid4().hex[:6]}"
-            pool, deployment, flow, flow_run = asyncio.run(
-                _register(template, pool_name, job_variables)
-            )
+            pool, deployment, flow, flow_run = asyncio.run(_register(template, pool_name, job_variables))
             manifest = jt.job_manifest_for_flow_run(template, flow_run, deployment, flow)
             cache[key] = (template, pool, deployment, flow, flow_run, manifest)
         return cache[key]
@@ -95,9 +90,23 @@ def test_template_keeps_prefect_kubernetes_structure(render):
     variables = template["variables"]
     assert variables["additionalProperties"] is False
     assert set(variables["properties"]) == {
-        "name", "image", "env", "labels", "backoff_limit", "finished_job_ttl", "active_deadline_seconds",
-        "cpu_request", "cpu_limit", "memory_request", "memory_limit", "ephemeral_storage_request",
-        "ephemeral_storage_limit", "job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output"}
+        "name",
+        "image",
+        "env",
+        "labels",
+        "backoff_limit",
+        "finished_job_ttl",
+        "active_deadline_seconds",
+        "cpu_request",
+        "cpu_limit",
+        "memory_request",
+        "memory_limit",
+        "ephemeral_storage_request",
+        "ephemeral_storage_limit",
+        "job_watch_timeout_seconds",
+        "pod_watch_timeout_seconds",
+        "stream_output",
+    }
     manifest = template["job_configuration"]["job_manifest"]
     assert manifest["metadata"]["generateName"] == "{{ name }}-"
     assert "args" not in _container(manifest) and "command" not in _container(manifest)
@@ -138,7 +147,10 @@ def test_default_job_manifest(registered, prefect_server):
     assert "PREFECT_API_AUTH_STRING" not in env  # this process has none to pass on
 
     assert pod["securityContext"] == {
-        "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     sc = container["securityContext"]
@@ -206,8 +218,14 @@ def test_kind_values_reach_the_job(registered):
 
 
 def test_deployment_job_variables_override_defaults(registered):
-    overrides = {"memory_limit": "32Gi", "cpu_request": "500m", "env": {"EXTRA": "1"},
-                 "backoff_limit": 2, "active_deadline_seconds": 600, "ephemeral_storage_limit": "80Gi"}
+    overrides = {
+        "memory_limit": "32Gi",
+        "cpu_request": "500m",
+        "env": {"EXTRA": "1"},
+        "backoff_limit": 2,
+        "active_deadline_seconds": 600,
+        "ephemeral_storage_limit": "80Gi",
+    }
     *_, manifest = registered("defaults", overrides)
     container = _container(manifest)
     env = _env(manifest)
@@ -258,6 +276,5 @@ def test_helper_matches_the_worker_code_path(registered):
             return cfg.job_manifest
 
     expected = asyncio.run(worker_view())
-    ours = jt.job_manifest_for_flow_run(template, flow_run, deployment, flow,
-                                        work_pool=pool, worker_name="w-1")
+    ours = jt.job_manifest_for_flow_run(template, flow_run, deployment, flow, work_pool=pool, worker_name="w-1")
     assert ours == expected

@@ -8,10 +8,8 @@ import asyncio
 import re
 import uuid
 
-import pytest
-
 import jobtemplate as jt
-from chartcases import NAMESPACE, RELEASE
+from chartcases import RELEASE
 
 FULL = RELEASE
 
@@ -63,9 +61,14 @@ def test_scheduling_and_extras_reach_every_pod(render):
 
 
 def test_extra_volumes(helm_bin):
-    objects = jt.render_chart(set_values={
-        "worker.extraVolumes[0].name": "ca", "worker.extraVolumes[0].configMap.name": "corp-ca",
-        "worker.extraVolumeMounts[0].name": "ca", "worker.extraVolumeMounts[0].mountPath": "/etc/ssl/corp"})
+    objects = jt.render_chart(
+        set_values={
+            "worker.extraVolumes[0].name": "ca",
+            "worker.extraVolumes[0].configMap.name": "corp-ca",
+            "worker.extraVolumeMounts[0].name": "ca",
+            "worker.extraVolumeMounts[0].mountPath": "/etc/ssl/corp",
+        }
+    )
     spec = pod(objects, "Deployment", f"{FULL}-worker")
     assert {"name": "ca", "configMap": {"name": "corp-ca"}} in spec["volumes"]
     assert {"name": "ca", "mountPath": "/etc/ssl/corp"} in spec["containers"][0]["volumeMounts"]
@@ -94,8 +97,14 @@ def test_one_image_helper_and_one_object_per_template():
 
 
 def test_component_images(helm_bin):
-    objects = jt.render_chart(set_values={"image.repository": "reg/echoflow", "image.tag": "2.0",
-                                          "server.image.repository": "reg/prefect", "flowRuns.image.tag": "2.0-gpu"})
+    objects = jt.render_chart(
+        set_values={
+            "image.repository": "reg/echoflow",
+            "image.tag": "2.0",
+            "server.image.repository": "reg/prefect",
+            "flowRuns.image.tag": "2.0-gpu",
+        }
+    )
     assert pod(objects, "Deployment", f"{FULL}-server")["containers"][0]["image"] == "reg/prefect:2.0"
     assert pod(objects, "Deployment", f"{FULL}-worker")["containers"][0]["image"] == "reg/echoflow:2.0"
     assert pod(objects, "Deployment", f"{FULL}-worker")["initContainers"][0]["image"] == "reg/echoflow:2.0"
@@ -115,9 +124,15 @@ def _hook_deploy(objects, template_path):
         return args[args.index(flag) + 1] if flag in args else None
 
     limit = opt("--concurrency-limit")
-    return deploy(opt("--pool"), opt("--image"), create_pool="--create-pool" in args,
-                  base_job_template=template_path, deployment_name=opt("--deployment-name"),
-                  concurrency_limit=None if limit is None else int(limit), flows=["convert-batch"])
+    return deploy(
+        opt("--pool"),
+        opt("--image"),
+        create_pool="--create-pool" in args,
+        base_job_template=template_path,
+        deployment_name=opt("--deployment-name"),
+        concurrency_limit=None if limit is None else int(limit),
+        flows=["convert-batch"],
+    )
 
 
 def test_concurrency_limit_null_after_50_clears_it(prefect_server, helm_bin, tmp_path):

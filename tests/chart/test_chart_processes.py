@@ -15,9 +15,8 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
-
 import jobtemplate as jt
+import pytest
 from chartcases import RELEASE
 
 BIN = Path(sys.executable).parent
@@ -47,8 +46,9 @@ def plain_env(container, home: Path) -> dict:
 def start(cmd, env, log: Path) -> subprocess.Popen:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     base["PATH"] = f"{BIN}:{base.get('PATH', '')}"
-    return subprocess.Popen(cmd, env={**base, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env={**base, **env}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -158,13 +158,17 @@ def test_worker_container_runs(prefect_server, helm_bin, tmp_path):
 
     env = plain_env(c, home)
     port = free_port()
-    env.update({
-        "PREFECT_API_URL": prefect_server,
-        "PREFECT_WORKER_WEBSERVER_PORT": str(port),
-        "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED": "false",
-    })
-    cmd = [arg.replace("$(POD_NAME)", "worker-pod-0")
-              .replace("/etc/echoflow/base-job-template.json", str(template_file)) for arg in c["command"]]
+    env.update(
+        {
+            "PREFECT_API_URL": prefect_server,
+            "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+            "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED": "false",
+        }
+    )
+    cmd = [
+        arg.replace("$(POD_NAME)", "worker-pod-0").replace("/etc/echoflow/base-job-template.json", str(template_file))
+        for arg in c["command"]
+    ]
     log = tmp_path / "worker.log"
     proc = start(cmd, env, log)
     try:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
-
-import pytest
 
 import jobtemplate as jt
+import pytest
 from chartcases import NAMESPACE, RELEASE, VALUE_SETS
 
 # One rule per call site (see the comments in templates/role.yaml).
@@ -44,8 +42,7 @@ KOPF_WATCHES = {("", "pods"), ("batch", "jobs")}
 
 
 def granted(rules):
-    return {(g, r, v) for rule in rules for g in rule["apiGroups"]
-            for r in rule["resources"] for v in rule["verbs"]}
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -65,8 +62,13 @@ def test_role_matches_the_installed_prefect_kubernetes():
     import prefect_kubernetes.worker as worker
 
     source = inspect.getsource(worker) + inspect.getsource(observer)
-    calls = set(re.findall(r"\.((?:create|read|list|delete|patch|replace|watch)_"
-                           r"(?:namespaced_[a-z_]+|[a-z_]+_for_all_namespaces))\(", source))
+    calls = set(
+        re.findall(
+            r"\.((?:create|read|list|delete|patch|replace|watch)_"
+            r"(?:namespaced_[a-z_]+|[a-z_]+_for_all_namespaces))\(",
+            source,
+        )
+    )
     unknown = calls - set(CALL_PERMISSIONS)
     assert not unknown, f"prefect-kubernetes makes calls this chart has not reviewed: {unknown}"
 
@@ -80,9 +82,15 @@ def test_role_matches_the_installed_prefect_kubernetes():
 
 def test_rbac_template_comments_name_the_calls():
     text = (jt.CHART / "templates" / "role.yaml").read_text()
-    for call in ("create_namespaced_job", "delete_namespaced_job", "read_namespaced_job",
-                 "list_namespaced_job", "list_namespaced_pod", "read_namespaced_pod_log",
-                 "kopf.on.event"):
+    for call in (
+        "create_namespaced_job",
+        "delete_namespaced_job",
+        "read_namespaced_job",
+        "list_namespaced_job",
+        "list_namespaced_pod",
+        "read_namespaced_pod_log",
+        "kopf.on.event",
+    ):
         assert call in text
 
 
@@ -92,10 +100,8 @@ def test_only_the_worker_is_bound(render, value_set):
     bindings = jt.find(objects, "RoleBinding")
     assert len(bindings) == 1
     (binding,) = bindings
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": f"{RELEASE}-worker"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-worker",
-                                    "namespace": NAMESPACE}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{RELEASE}-worker"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-worker", "namespace": NAMESPACE}]
     assert binding["metadata"]["namespace"] == jt.find(objects, "Role")[0]["metadata"]["namespace"]
 
 
@@ -107,8 +113,12 @@ def test_flow_run_account_has_no_rights(render, value_set):
     flow_run_sa = pod["serviceAccountName"]
     (sa,) = jt.find(objects, "ServiceAccount", flow_run_sa)
     assert sa["automountServiceAccountToken"] is False
-    subjects = [s for kind in ("RoleBinding", "ClusterRoleBinding")
-                for b in jt.find(objects, kind) for s in b.get("subjects", [])]
+    subjects = [
+        s
+        for kind in ("RoleBinding", "ClusterRoleBinding")
+        for b in jt.find(objects, kind)
+        for s in b.get("subjects", [])
+    ]
     assert all(s["name"] != flow_run_sa for s in subjects)
     assert all(s["name"] != f"{RELEASE}-client" for s in subjects)
     assert pod["automountServiceAccountToken"] is False
@@ -118,18 +128,23 @@ def test_flow_run_account_annotations(render):
     objects = render("eks-irsa")
     (sa,) = jt.find(objects, "ServiceAccount", "echoflow-flow-run")
     assert sa["metadata"]["annotations"] == {
-        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/echoflow-flow-runs"}
-    gke = jt.render_chart(set_values={
-        "flowRuns.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account":
-            "echoflow@project.iam.gserviceaccount.com"})
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/echoflow-flow-runs"
+    }
+    gke = jt.render_chart(
+        set_values={
+            "flowRuns.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account": "echoflow@project.iam.gserviceaccount.com"
+        }
+    )
     (sa,) = jt.find(gke, "ServiceAccount", f"{RELEASE}-flow-run")
     assert sa["metadata"]["annotations"] == {
-        "iam.gke.io/gcp-service-account": "echoflow@project.iam.gserviceaccount.com"}
+        "iam.gke.io/gcp-service-account": "echoflow@project.iam.gserviceaccount.com"
+    }
 
 
 def test_existing_flow_run_account(helm_bin):
-    objects = jt.render_chart(set_values={"flowRuns.serviceAccount.create": False,
-                                          "flowRuns.serviceAccount.name": "sonar-runner"})
+    objects = jt.render_chart(
+        set_values={"flowRuns.serviceAccount.create": False, "flowRuns.serviceAccount.name": "sonar-runner"}
+    )
     assert not jt.find(objects, "ServiceAccount", "sonar-runner")
     manifest = jt.base_job_template(objects)["job_configuration"]["job_manifest"]
     assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "sonar-runner"

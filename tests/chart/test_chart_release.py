@@ -12,10 +12,9 @@ import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import jobtemplate as jt
 import pytest
 import yaml
-
-import jobtemplate as jt
 from chartcases import NAMESPACE, RELEASE
 
 REPO = jt.REPO
@@ -92,14 +91,24 @@ def test_fetch_tools_checks_the_published_checksum(mirror, tmp_path):
     env = {**os.environ, "KIND_URL": url, "KIND_VERSION": "v0.30.0"}
 
     checksum.write_text(f"{'0' * 64}  kind-{_platform()}\n")
-    bad = subprocess.run([str(REPO / "scripts" / "fetch-tools.sh"), str(tmp_path / "bad"), "kind"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [str(REPO / "scripts" / "fetch-tools.sh"), str(tmp_path / "bad"), "kind"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and f"SHA-256 {digest}, published {'0' * 64}" in bad.stderr
     assert not (tmp_path / "bad" / "kind").exists()
 
     checksum.write_text(f"{digest}  kind-{_platform()}\n")
-    ok = subprocess.run([str(REPO / "scripts" / "fetch-tools.sh"), str(tmp_path / "ok"), "kind"], env=env,
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [str(REPO / "scripts" / "fetch-tools.sh"), str(tmp_path / "ok"), "kind"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert f"SHA-256 verified ({digest})" in ok.stderr and "kind v0.30.0 test" in ok.stdout
     assert os.access(tmp_path / "ok" / "kind", os.X_OK)
@@ -122,18 +131,35 @@ def test_chart_flow_list_is_deploy_flows(helm_bin):
 
 
 def test_notes_list_every_registered_deployment(helm_bin):
-    notes = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE,
-                    "--dry-run=client").stdout.split("NOTES:", 1)[1]
+    notes = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE, "--dry-run=client").stdout.split(
+        "NOTES:", 1
+    )[1]
     line = next(line for line in notes.splitlines() if line.startswith("Deployments:"))
     assert line.split()[1:] == [f"{f}/echoflow" for f in registered_by_default()]
-    watched = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                      "--set-string", "watch.source=s3://ship-uploads/x/").stdout
+    watched = jt.helm(
+        "install",
+        RELEASE,
+        str(jt.CHART),
+        "--namespace",
+        NAMESPACE,
+        "--dry-run=client",
+        "--set-string",
+        "watch.source=s3://ship-uploads/x/",
+    ).stdout
     line = next(line for line in watched.splitlines() if line.startswith("Deployments:"))
     from echoflow import deploy
 
     assert line.split()[1:] == [f"{f}/echoflow" for f in deploy.FLOWS]
-    quiet = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                    "--set", "deployments.enabled=false").stdout
+    quiet = jt.helm(
+        "install",
+        RELEASE,
+        str(jt.CHART),
+        "--namespace",
+        NAMESPACE,
+        "--dry-run=client",
+        "--set",
+        "deployments.enabled=false",
+    ).stdout
     assert "Deployments:" not in quiet
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-
 import jobtemplate as jt
+import pytest
 from chartcases import KUBE_VERSIONS, NAMESPACE, RELEASE, VALUE_SETS
 
 FULL = f"{RELEASE}"  # the release name contains the chart name: fullname == release
 SERVER_URL = f"http://{FULL}-server.{NAMESPACE}.svc.cluster.local:4200/api"
-CLOUD_URL = ("https://api.prefect.cloud/api/accounts/00000000-0000-0000-0000-000000000000"
-             "/workspaces/00000000-0000-0000-0000-000000000000")
+CLOUD_URL = (
+    "https://api.prefect.cloud/api/accounts/00000000-0000-0000-0000-000000000000"
+    "/workspaces/00000000-0000-0000-0000-000000000000"
+)
 QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
 WORKLOAD_KINDS = {"Deployment", "Job", "Pod"}
 
@@ -29,8 +30,7 @@ def pod_specs(objects):
             out.append((o, o["spec"]))
     template = jt.base_job_template(objects)
     job = template["job_configuration"]["job_manifest"]
-    out.append(({"kind": "Job", "metadata": {"name": "flow-run (base job template)"}},
-                job["spec"]["template"]["spec"]))
+    out.append(({"kind": "Job", "metadata": {"name": "flow-run (base job template)"}}, job["spec"]["template"]["spec"]))
     return out
 
 
@@ -90,8 +90,12 @@ def test_flow_run_job_skeleton_is_valid(render, value_set):
             return [fill(v) for v in node]
         if isinstance(node, str) and node.startswith("{{ ") and node.endswith(" }}"):
             name = node[3:-3]
-            return {"env": env, "command": ["prefect", "flow-run", "execute"],
-                    "name": "run", "labels": defaults["labels"]}.get(name, defaults.get(name))
+            return {
+                "env": env,
+                "command": ["prefect", "flow-run", "execute"],
+                "name": "run",
+                "labels": defaults["labels"],
+            }.get(name, defaults.get(name))
         if isinstance(node, str) and node == "{{ name }}-":
             return "run-"
         return node
@@ -108,23 +112,25 @@ def kinds_and_names(objects):
 
 def test_default_objects(render):
     ns = NAMESPACE
-    assert kinds_and_names(render("defaults")) == sorted([
-        ("ServiceAccount", f"{FULL}-worker", ns),
-        ("ServiceAccount", f"{FULL}-flow-run", ns),
-        ("ServiceAccount", f"{FULL}-client", ns),
-        ("Role", f"{FULL}-worker", ns),
-        ("RoleBinding", f"{FULL}-worker", ns),
-        ("ConfigMap", f"{FULL}-base-job-template", ns),
-        ("Secret", f"{FULL}-api-auth", ns),
-        ("NetworkPolicy", f"{FULL}-server", ns),
-        ("LimitRange", f"{FULL}-flow-runs", ns),
-        ("Deployment", f"{FULL}-worker", ns),
-        ("Deployment", f"{FULL}-server", ns),
-        ("Service", f"{FULL}-server", ns),
-        ("PersistentVolumeClaim", f"{FULL}-server", ns),
-        ("Job", f"{FULL}-deploy", ns),
-        ("Pod", f"{FULL}-test", ns),
-    ])
+    assert kinds_and_names(render("defaults")) == sorted(
+        [
+            ("ServiceAccount", f"{FULL}-worker", ns),
+            ("ServiceAccount", f"{FULL}-flow-run", ns),
+            ("ServiceAccount", f"{FULL}-client", ns),
+            ("Role", f"{FULL}-worker", ns),
+            ("RoleBinding", f"{FULL}-worker", ns),
+            ("ConfigMap", f"{FULL}-base-job-template", ns),
+            ("Secret", f"{FULL}-api-auth", ns),
+            ("NetworkPolicy", f"{FULL}-server", ns),
+            ("LimitRange", f"{FULL}-flow-runs", ns),
+            ("Deployment", f"{FULL}-worker", ns),
+            ("Deployment", f"{FULL}-server", ns),
+            ("Service", f"{FULL}-server", ns),
+            ("PersistentVolumeClaim", f"{FULL}-server", ns),
+            ("Job", f"{FULL}-deploy", ns),
+            ("Pod", f"{FULL}-test", ns),
+        ]
+    )
 
 
 @pytest.mark.parametrize("value_set", ["prefect-cloud", "existing-server"])
@@ -133,8 +139,7 @@ def test_no_server_with_external_api(render, value_set):
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert not any("server" in n for _, n in names), names
     assert not jt.find(objects, "PersistentVolumeClaim")
-    assert {("Deployment", f"{FULL}-worker"), ("Job", f"{FULL}-deploy"),
-            ("Pod", f"{FULL}-test")} <= names
+    assert {("Deployment", f"{FULL}-worker"), ("Job", f"{FULL}-deploy"), ("Pod", f"{FULL}-test")} <= names
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -158,8 +163,11 @@ def test_standard_labels(render, value_set):
             assert pod_labels["app.kubernetes.io/component"] == labels["app.kubernetes.io/component"]
         if o["kind"] == "Deployment":
             selector = o["spec"]["selector"]["matchLabels"]
-            assert set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance",
-                                     "app.kubernetes.io/component"}, where
+            assert set(selector) == {
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/component",
+            }, where
             assert selector.items() <= o["spec"]["template"]["metadata"]["labels"].items(), where
 
 
@@ -231,22 +239,32 @@ def test_every_container_has_resources(render, value_set):
 
 
 def test_resources_from_values(helm_bin):
-    objects = jt.render_chart(set_values={
-        "worker.resources.requests.cpu": "300m", "worker.resources.limits.memory": "3Gi",
-        "flowRuns.resources.requests.memory": "20Gi", "flowRuns.resources.limits.cpu": 6,
-    })
+    objects = jt.render_chart(
+        set_values={
+            "worker.resources.requests.cpu": "300m",
+            "worker.resources.limits.memory": "3Gi",
+            "flowRuns.resources.requests.memory": "20Gi",
+            "flowRuns.resources.limits.cpu": 6,
+        }
+    )
     worker = one(objects, "Deployment", f"{FULL}-worker")["spec"]["template"]["spec"]["containers"][0]
-    assert worker["resources"] == {"requests": {"cpu": "300m", "memory": "384Mi"},
-                                   "limits": {"cpu": "1", "memory": "3Gi"}}
+    assert worker["resources"] == {
+        "requests": {"cpu": "300m", "memory": "384Mi"},
+        "limits": {"cpu": "1", "memory": "3Gi"},
+    }
     variables = jt.base_job_template(objects)["variables"]["properties"]
     assert variables["memory_request"]["default"] == "20Gi"
     assert variables["cpu_limit"]["default"] == "6"
 
 
 def test_unset_flow_run_limits_become_null(helm_bin):
-    objects = jt.render_chart(set_values={"flowRuns.resources.limits.cpu": None,
-                                          "flowRuns.activeDeadlineSeconds": None,
-                                          "flowRuns.ttlSecondsAfterFinished": None})
+    objects = jt.render_chart(
+        set_values={
+            "flowRuns.resources.limits.cpu": None,
+            "flowRuns.activeDeadlineSeconds": None,
+            "flowRuns.ttlSecondsAfterFinished": None,
+        }
+    )
     variables = jt.base_job_template(objects)["variables"]["properties"]
     assert variables["cpu_limit"]["default"] is None
     assert variables["active_deadline_seconds"]["default"] is None
@@ -264,9 +282,20 @@ def test_worker_deployment(render):
     (c,) = pod["containers"]
     assert c["image"] == "echoflow:0.1.0"
     assert c["command"] == [
-        "prefect", "worker", "start", "--type", "kubernetes", "--pool", "echoflow",
-        "--name", "$(POD_NAME)", "--base-job-template", "/etc/echoflow/base-job-template.json",
-        "--with-healthcheck", "--install-policy", "never",
+        "prefect",
+        "worker",
+        "start",
+        "--type",
+        "kubernetes",
+        "--pool",
+        "echoflow",
+        "--name",
+        "$(POD_NAME)",
+        "--base-job-template",
+        "/etc/echoflow/base-job-template.json",
+        "--with-healthcheck",
+        "--install-policy",
+        "never",
     ]
     env = env_of(c)
     assert env["PREFECT_API_URL"]["value"] == SERVER_URL
@@ -303,8 +332,10 @@ def test_worker_limit_and_checksum(helm_bin):
     worker_a = one(a, "Deployment", f"{FULL}-worker")["spec"]["template"]
     worker_b = one(b, "Deployment", f"{FULL}-worker")["spec"]["template"]
     assert worker_a["spec"]["containers"][0]["command"][-2:] == ["--limit", "4"]
-    assert (worker_a["metadata"]["annotations"]["checksum/base-job-template"]
-            != worker_b["metadata"]["annotations"]["checksum/base-job-template"])
+    assert (
+        worker_a["metadata"]["annotations"]["checksum/base-job-template"]
+        != worker_b["metadata"]["annotations"]["checksum/base-job-template"]
+    )
 
 
 def test_server_deployment_sqlite(render):
@@ -350,9 +381,17 @@ def test_deploy_hook(render):
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["command"] == [
-        "echoflow", "deploy", "--pool", "echoflow", "--create-pool",
-        "--base-job-template", "/etc/echoflow/base-job-template.json",
-        "--image", "echoflow:0.1.0", "--deployment-name", "echoflow",
+        "echoflow",
+        "deploy",
+        "--pool",
+        "echoflow",
+        "--create-pool",
+        "--base-job-template",
+        "/etc/echoflow/base-job-template.json",
+        "--image",
+        "echoflow:0.1.0",
+        "--deployment-name",
+        "echoflow",
     ]
     assert env_of(c)["PREFECT_API_URL"]["value"] == SERVER_URL
     (init,) = pod["initContainers"]
@@ -369,9 +408,14 @@ def test_deploy_hook(render):
 
 
 def test_deploy_hook_concurrency_limit_and_images(helm_bin):
-    objects = jt.render_chart(set_values={"workPool.concurrencyLimit": 20, "workPool.name": "sonar-pool",
-                                          "flowRuns.image.repository": "reg/echoflow-runs",
-                                          "flowRuns.image.tag": "9"})
+    objects = jt.render_chart(
+        set_values={
+            "workPool.concurrencyLimit": 20,
+            "workPool.name": "sonar-pool",
+            "flowRuns.image.repository": "reg/echoflow-runs",
+            "flowRuns.image.tag": "9",
+        }
+    )
     (c,) = one(objects, "Job", f"{FULL}-deploy")["spec"]["template"]["spec"]["containers"]
     assert c["command"][c["command"].index("--pool") + 1] == "sonar-pool"
     assert c["command"][c["command"].index("--image") + 1] == "reg/echoflow-runs:9"
@@ -382,14 +426,25 @@ def test_deploy_hook_concurrency_limit_and_images(helm_bin):
 
 def test_helm_test_pod(render):
     pod = one(render("defaults"), "Pod", f"{FULL}-test")
-    assert pod["metadata"]["annotations"] == {"helm.sh/hook": "test",
-                                              "helm.sh/hook-delete-policy": "before-hook-creation"}
+    assert pod["metadata"]["annotations"] == {
+        "helm.sh/hook": "test",
+        "helm.sh/hook-delete-policy": "before-hook-creation",
+    }
     (c,) = pod["spec"]["containers"]
     # The deployments come from echoflow.deploy.FLOWS in the image, named <flow>/echoflow.
     assert c["command"] == [
-        "echoflow", "cluster", "check", "--pool", "echoflow", "--deployment-name", "echoflow",
-        "--base-job-template", "/etc/echoflow/base-job-template.json",
-        "--require-worker", "--timeout", "300",
+        "echoflow",
+        "cluster",
+        "check",
+        "--pool",
+        "echoflow",
+        "--deployment-name",
+        "echoflow",
+        "--base-job-template",
+        "/etc/echoflow/base-job-template.json",
+        "--require-worker",
+        "--timeout",
+        "300",
     ]
     assert pod["spec"]["restartPolicy"] == "Never"
 
@@ -428,8 +483,11 @@ def test_existing_server(render):
 
 def test_flow_runs_in_another_namespace(render):
     objects = render("jobs-namespace")
-    for kind, name in [("Role", f"{FULL}-worker"), ("RoleBinding", f"{FULL}-worker"),
-                       ("ServiceAccount", f"{FULL}-flow-run")]:
+    for kind, name in [
+        ("Role", f"{FULL}-worker"),
+        ("RoleBinding", f"{FULL}-worker"),
+        ("ServiceAccount", f"{FULL}-flow-run"),
+    ]:
         assert one(objects, kind, name)["metadata"]["namespace"] == "echoflow-jobs"
     binding = one(objects, "RoleBinding", f"{FULL}-worker")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULL}-worker", "namespace": NAMESPACE}]
@@ -482,15 +540,25 @@ def test_fullname_override_and_long_release(helm_bin):
 def test_notes(helm_bin):
     proc = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE, "--dry-run=client")
     notes = proc.stdout.split("NOTES:", 1)[1]
-    assert ("prefect deployment run 'convert-batch/echoflow' \\\n"
-            "     -p sources='[\"s3://my-bucket/raw/DY1801/EK60/*.raw\"]' \\\n"
-            "     -p sonar_model=EK60 \\\n"
-            "     -p output_prefix=s3://my-bucket/converted/DY1801") in notes
+    assert (
+        "prefect deployment run 'convert-batch/echoflow' \\\n"
+        "     -p sources='[\"s3://my-bucket/raw/DY1801/EK60/*.raw\"]' \\\n"
+        "     -p sonar_model=EK60 \\\n"
+        "     -p output_prefix=s3://my-bucket/converted/DY1801"
+    ) in notes
     assert f"kubectl get jobs -n {NAMESPACE} -l prefect.io/flow-run-id -w" in notes
     assert f"kubectl logs -n {NAMESPACE} -f job/" in notes
     assert f"kubectl port-forward -n {NAMESPACE} svc/{FULL}-server 4200:4200" in notes
-    cloud = jt.helm("install", RELEASE, str(jt.CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                    "-f", str(jt.K8S / "values-prefect-cloud.yaml")).stdout
+    cloud = jt.helm(
+        "install",
+        RELEASE,
+        str(jt.CHART),
+        "--namespace",
+        NAMESPACE,
+        "--dry-run=client",
+        "-f",
+        str(jt.K8S / "values-prefect-cloud.yaml"),
+    ).stdout
     assert "port-forward" not in cloud.split("NOTES:", 1)[1]
     assert f"export PREFECT_API_URL={CLOUD_URL}" in cloud
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 
+import jobtemplate as jt
 import pytest
 import yaml
-
-import jobtemplate as jt
 
 SCRIPTS = jt.REPO / "scripts"
 
@@ -29,8 +28,7 @@ def test_shell_scripts_parse(script):
 def test_chart_package_to_directory(helm_bin, tmp_path):
     dist = tmp_path / "dist"
     env = {**os.environ, "HELM": helm_bin, "DIST": str(dist), "CHART_REPO": ""}
-    proc = subprocess.run([str(SCRIPTS / "chart-package.sh")], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([str(SCRIPTS / "chart-package.sh")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (dist / "echoflow-0.1.0.tgz").is_file()
     index = yaml.safe_load((dist / "index.yaml").read_text())
@@ -45,13 +43,13 @@ def test_chart_package_to_directory(helm_bin, tmp_path):
 def test_chart_package_pushes_to_oci(helm_bin, tmp_path):
     log = tmp_path / "helm.log"
     stub = tmp_path / "helm"
-    stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n'
-                    f'if [[ "$1" == push ]]; then exit 0; fi\nexec {helm_bin} "$@"\n')
+    stub.write_text(
+        f'#!/usr/bin/env bash\necho "$*" >> {log}\nif [[ "$1" == push ]]; then exit 0; fi\nexec {helm_bin} "$@"\n'
+    )
     stub.chmod(0o755)
     dist = tmp_path / "dist"
     env = {**os.environ, "HELM": str(stub), "DIST": str(dist), "CHART_REPO": "oci://registry.example/charts"}
-    proc = subprocess.run([str(SCRIPTS / "chart-package.sh")], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([str(SCRIPTS / "chart-package.sh")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"push {dist}/echoflow-0.1.0.tgz oci://registry.example/charts" in log.read_text()
     assert not (dist / "index.yaml").exists()
@@ -63,8 +61,12 @@ def test_kind_script_commands(tmp_path):
     stub_dir.mkdir()
     (stub_dir / "kind").write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
     (stub_dir / "kind").chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub_dir}:{os.environ['PATH']}", "KIND_CLUSTER": "ef-test",
-           "IMAGE": "echoflow:0.1.0-abc"}
+    env = {
+        **os.environ,
+        "PATH": f"{stub_dir}:{os.environ['PATH']}",
+        "KIND_CLUSTER": "ef-test",
+        "IMAGE": "echoflow:0.1.0-abc",
+    }
     for action in ("up", "load", "down"):
         proc = subprocess.run([str(SCRIPTS / "kind.sh"), action], env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -90,12 +92,21 @@ def test_kind_config_and_minio_manifests():
     assert {d["kind"] for d in docs} == {"Secret", "Service", "Deployment", "Job"}
     for doc in docs:
         assert jt.validation_errors(doc) == [], doc["metadata"]["name"]
-    images = [c["image"] for d in docs if d["kind"] in {"Deployment", "Job"}
-              for c in d["spec"]["template"]["spec"]["containers"]]
+    images = [
+        c["image"]
+        for d in docs
+        if d["kind"] in {"Deployment", "Job"}
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
     assert images and all(i.startswith("quay.io/minio/minio:RELEASE.") for i in images)
     (s3,) = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "echoflow-s3"]
-    assert set(s3["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                                     "AWS_ENDPOINT_URL", "FSSPEC_S3_ENDPOINT_URL"}
+    assert set(s3["stringData"]) == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "FSSPEC_S3_ENDPOINT_URL",
+    }
     assert kind_values["flowRuns"]["s3"]["existingSecret"] == "echoflow-s3"
 
 

@@ -18,6 +18,10 @@ def test_flow_runs_stop_within_the_pods_termination_grace(render):
 
 def test_a_grace_longer_than_the_pods_is_refused(helm_bin):
     with pytest.raises(jt.HelmError) as info:
-        jt.render_chart([], {"flowRuns.stopGraceSeconds": 60, "flowRuns.terminationGracePeriodSeconds": 30},
-                        release=RELEASE, namespace=NAMESPACE)
+        jt.render_chart(
+            [],
+            {"flowRuns.stopGraceSeconds": 60, "flowRuns.terminationGracePeriodSeconds": 30},
+            release=RELEASE,
+            namespace=NAMESPACE,
+        )
     assert "stopGraceSeconds must be below" in str(info.value)

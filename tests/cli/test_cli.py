@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from samples import AZFP_RAW, AZFP_XML, EK60_RAW
+from util import assert_matches_direct, ek60_copies, truncated_copy
 
 from echoflow import __version__
 from echoflow.storage import STAGING_DIR, read_marker
-from samples import AZFP_RAW, AZFP_XML, EK60_RAW
-from util import assert_matches_direct, ek60_copies, truncated_copy
 
 
 def one_line_error(proc) -> str:
@@ -34,8 +34,18 @@ def test_version_and_help(run_cli):
 def test_convert_folder_shows_summary_and_exit_code(run_cli, tmp_path):
     raws = ek60_copies(tmp_path / "raw", 2)
     out = tmp_path / "out"
-    proc = run_cli("convert", str(tmp_path / "raw" / "*.raw"), "--sonar-model", "EK60", "--out", str(out),
-                   "--format", "zarr", "--concurrency", "2")
+    proc = run_cli(
+        "convert",
+        str(tmp_path / "raw" / "*.raw"),
+        "--sonar-model",
+        "EK60",
+        "--out",
+        str(out),
+        "--format",
+        "zarr",
+        "--concurrency",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2 files: 2 converted, 0 skipped" in proc.stdout
     assert_matches_direct(str(out / f"{raws[0].stem}.zarr"), raws[0], "EK60", tmp_path)
@@ -58,12 +68,18 @@ def test_partial_failure_exits_nonzero_and_lists_every_file(run_cli, tmp_path):
     assert "truncated" in proc.stdout and good.name in proc.stdout and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["/nonexistent/*.raw", "-m", "EK60"], "/nonexistent/*.raw: no files match this pattern"),
-    ([str(EK60_RAW), "-m", "EK99"], "unknown sonar model 'EK99': echopype supports"),
-    ([str(AZFP_RAW), "-m", "AZFP"], "sonar model AZFP needs its instrument XML file"),
-    ([str(EK60_RAW), "-m", "EK60", "-f", "hdf5"], "unknown output_type 'hdf5': allowed values are 'netcdf', 'zarr'"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["/nonexistent/*.raw", "-m", "EK60"], "/nonexistent/*.raw: no files match this pattern"),
+        ([str(EK60_RAW), "-m", "EK99"], "unknown sonar model 'EK99': echopype supports"),
+        ([str(AZFP_RAW), "-m", "AZFP"], "sonar model AZFP needs its instrument XML file"),
+        (
+            [str(EK60_RAW), "-m", "EK60", "-f", "hdf5"],
+            "unknown output_type 'hdf5': allowed values are 'netcdf', 'zarr'",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_line(run_cli, tmp_path, args, expected):
     line = one_line_error(run_cli("convert", *args, "-o", str(tmp_path / "o")))
     assert expected in line
@@ -87,8 +103,16 @@ def test_unreadable_bucket(run_cli, tmp_path, s3_env, private_bucket, s3_options
     import s3fs
 
     s3fs.S3FileSystem(**s3_options).put_file(str(EK60_RAW), f"{private_bucket}/cli/{EK60_RAW.name}")
-    proc = run_cli("convert", f"s3://{private_bucket}/cli/{EK60_RAW.name}", "-m", "EK60", "--anon",
-                   "-o", str(tmp_path / "o"), env={"AWS_ENDPOINT_URL": s3_env["AWS_ENDPOINT_URL"]})
+    proc = run_cli(
+        "convert",
+        f"s3://{private_bucket}/cli/{EK60_RAW.name}",
+        "-m",
+        "EK60",
+        "--anon",
+        "-o",
+        str(tmp_path / "o"),
+        env={"AWS_ENDPOINT_URL": s3_env["AWS_ENDPOINT_URL"]},
+    )
     assert proc.returncode == 1
     assert "access denied (403) while downloading; check credentials" in proc.stdout
 
@@ -107,9 +131,25 @@ def test_killed_conversion_leaves_nothing_a_rerun_skips(run_cli, prefect_server,
     raws = ek60_copies(tmp_path / "raw", 3)
     out = tmp_path / "out"
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "echoflow"), "convert", *map(str, raws),
-                             "-m", "EK60", "-o", str(out), "-f", "zarr", "-j", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "echoflow"),
+            "convert",
+            *map(str, raws),
+            "-m",
+            "EK60",
+            "-o",
+            str(out),
+            "-f",
+            "zarr",
+            "-j",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not list((out / STAGING_DIR).glob("*partial*")) if (out / STAGING_DIR).exists() else True:
         assert time.monotonic() < deadline and proc.poll() is None, "conversion never started writing"
@@ -135,13 +175,20 @@ def test_embedded_default_needs_no_server(tmp_path):
     exe = str(Path(sys.executable).parent / "echoflow")
     try:
         for expected in ("1 converted", "1 skipped"):
-            proc = subprocess.run([exe, "convert", str(EK60_RAW), "-m", "EK60", "-o", str(tmp_path / "o")],
-                                  env=env, capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(
+                [exe, "convert", str(EK60_RAW), "-m", "EK60", "-o", str(tmp_path / "o")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert proc.returncode == 0, proc.stderr
             assert expected in proc.stdout
         assert (tmp_path / "home" / "prefect").is_dir()
-        assert "running: API http://127.0.0.1" in subprocess.run([exe, "server", "status"], env=env,
-                                                                 capture_output=True, text=True).stdout
+        assert (
+            "running: API http://127.0.0.1"
+            in subprocess.run([exe, "server", "status"], env=env, capture_output=True, text=True).stdout
+        )
     finally:
         subprocess.run([exe, "server", "stop"], env=env, capture_output=True)
 
@@ -151,7 +198,6 @@ def test_everything_the_run_reported_reaches_the_api(run_cli, tmp_path):
     must all have reached the API by then."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
     from prefect_api import artifacts, flow_run_logs, task_runs
 
     raws = ek60_copies(tmp_path / "raw", 3)

@@ -3,8 +3,9 @@
 from datetime import datetime
 from pathlib import Path
 
-from echoflow import discover
 from util import ek60_copies
+
+from echoflow import discover
 
 
 def touch(folder: Path, names: list[str]) -> None:
@@ -14,8 +15,10 @@ def touch(folder: Path, names: list[str]) -> None:
 
 
 def test_the_file_recording_when_the_window_opens_is_kept(tmp_path):
-    touch(tmp_path, ["A-D20180211-T150000.raw", "A-D20180211-T160000.raw", "A-D20180211-T170000.raw",
-                     "A-D20180211-T180000.raw"])
+    touch(
+        tmp_path,
+        ["A-D20180211-T150000.raw", "A-D20180211-T160000.raw", "A-D20180211-T170000.raw", "A-D20180211-T180000.raw"],
+    )
     got = discover.list_raw(str(tmp_path), "*.raw", None, datetime(2018, 2, 11, 16, 30), datetime(2018, 2, 11, 17, 30))
     # 16:00 runs until 17:00, so it holds 16:30-17:00; 15:00 ends at 16:00; 18:00 starts after the end
     assert [f.name for f in got.selected] == ["A-D20180211-T160000.raw", "A-D20180211-T170000.raw"]
@@ -29,8 +32,16 @@ def test_the_file_recording_when_the_window_opens_is_kept(tmp_path):
 def test_manifest_feeds_convert(run_cli, tmp_path):
     raws = ek60_copies(tmp_path / "archive", 3)  # 16:00:25, 16:10:25, 16:20:25
     manifest = tmp_path / "lists" / "window.txt"
-    proc = run_cli("discover", str(tmp_path / "archive"), "--start", "2018-02-11T16:15", "--end", "2018-02-11T16:20",
-                   "--manifest", str(manifest))
+    proc = run_cli(
+        "discover",
+        str(tmp_path / "archive"),
+        "--start",
+        "2018-02-11T16:15",
+        "--end",
+        "2018-02-11T16:20",
+        "--manifest",
+        str(manifest),
+    )
     assert proc.returncode == 0, proc.stderr
     listed = [ln for ln in manifest.read_text().splitlines() if not ln.startswith("#")]
     assert listed == [str(raws[1])], (listed, [r.name for r in raws])  # 16:10:25 runs into the window

@@ -6,13 +6,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-
-from echoflow import storage
 from reliability_util import leftovers
 from samples import AZFP_RAW, EK60_RAW
+
+from echoflow import storage
 
 
 def _one_line_failure(proc: subprocess.CompletedProcess, expected: str) -> str:
@@ -38,8 +37,9 @@ def test_wrong_azfp_xml_names_the_xml(run_cli, tmp_path):
     assert "not an AZFP instrument configuration" in line and AZFP_RAW.name not in line
     junk = tmp_path / "junk.XML"
     junk.write_bytes(b"\x00\x01 binary")
-    line = _one_line_failure(run_cli("convert", str(AZFP_RAW), "-m", "AZFP", "--xml", str(junk), "-o",
-                                     str(tmp_path / "o")), "junk.XML")
+    line = _one_line_failure(
+        run_cli("convert", str(AZFP_RAW), "-m", "AZFP", "--xml", str(junk), "-o", str(tmp_path / "o")), "junk.XML"
+    )
     assert "not a readable XML file" in line
 
 
@@ -47,8 +47,9 @@ def test_name_too_long_fails_before_writing(run_cli, tmp_path):
     raw = tmp_path / ("x" * 242 + ".raw")  # its output fits, its completion marker would not
     shutil.copyfile(EK60_RAW, raw)
     out = tmp_path / "o"
-    line = _one_line_failure(run_cli("convert", str(raw), "-m", "EK60", "-o", str(out), "-f", "zarr"),
-                             "output name too long")
+    line = _one_line_failure(
+        run_cli("convert", str(raw), "-m", "EK60", "-o", str(out), "-f", "zarr"), "output name too long"
+    )
     assert "shorten the file name" in line
     assert leftovers(out) == [] and not list(out.glob("x*"))
 
@@ -72,8 +73,10 @@ def test_full_disk_names_the_path_and_is_not_retried(run_cli, tiny_disk, fmt):
     assert str(tiny_disk) in line and "credentials" not in line
     assert took < 60  # retries would wait 2 + 4 + 8 s on top of three conversions
     assert leftovers(tiny_disk) == []
-    assert storage.read_marker(str(tiny_disk / "out" / f"{EK60_RAW.stem}.{'nc' if fmt == 'netcdf' else 'zarr'}"),
-                               {}) is None
+    assert (
+        storage.read_marker(str(tiny_disk / "out" / f"{EK60_RAW.stem}.{'nc' if fmt == 'netcdf' else 'zarr'}"), {})
+        is None
+    )
 
 
 def test_unreachable_endpoint_fails_in_bounded_time_with_the_budget(run_cli, tmp_path):
@@ -82,11 +85,16 @@ def test_unreachable_endpoint_fails_in_bounded_time_with_the_budget(run_cli, tmp
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {"FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "x",
-           "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     start = time.monotonic()
-    proc = run_cli("convert", "s3://bucket/raw/DY1801_EK60-D20180211-T164025.raw", "-m", "EK60",
-                   "-o", str(tmp_path / "o"), env=env)
+    proc = run_cli(
+        "convert", "s3://bucket/raw/DY1801_EK60-D20180211-T164025.raw", "-m", "EK60", "-o", str(tmp_path / "o"), env=env
+    )
     took = time.monotonic() - start
     line = _one_line_failure(proc, "retried up to")
     assert "s3://bucket/raw/DY1801_EK60-D20180211-T164025.raw" in line and "3 attempts" in line
@@ -95,14 +103,15 @@ def test_unreachable_endpoint_fails_in_bounded_time_with_the_budget(run_cli, tmp
 
 def test_killed_worker_mid_file_is_retried_and_converted(prefect_server, tmp_path):
     import psutil
-
     from reliability_util import assert_equals_reference, reference, start_cli
     from util import ek60_copies
 
     raws = ek60_copies(tmp_path / "raw", 4)
     out = tmp_path / "out"
-    proc = start_cli(["convert", *map(str, raws), "-m", "EK60", "-o", str(out), "-f", "zarr", "-j", "2"],
-                     {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home")})
+    proc = start_cli(
+        ["convert", *map(str, raws), "-m", "EK60", "-o", str(out), "-f", "zarr", "-j", "2"],
+        {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home")},
+    )
     deadline = time.monotonic() + 120
     while not (out / storage.STAGING_DIR).exists() or not list((out / storage.STAGING_DIR).glob("*.partial-*")):
         assert time.monotonic() < deadline and proc.poll() is None, "conversion never started writing"

@@ -9,9 +9,11 @@ def test_echopype_notices_reach_the_run_log_not_the_terminal(run_cli, tmp_path):
     from prefect_api import flow_run_logs
 
     recipe = tmp_path / "sv.yaml"
-    recipe.write_text(f"name: sv\nsource: {{url: {EK60_RAW.parent}}}\nsonar_model: EK60\n"
-                      f"output: {{prefix: {tmp_path / 'out'}}}\nstages: [open_raw, compute_Sv]\n"
-                      "quicklook: {enabled: false}\n")
+    recipe.write_text(
+        f"name: sv\nsource: {{url: {EK60_RAW.parent}}}\nsonar_model: EK60\n"
+        f"output: {{prefix: {tmp_path / 'out'}}}\nstages: [open_raw, compute_Sv]\n"
+        "quicklook: {enabled: false}\n"
+    )
     proc = run_cli("run", str(recipe), "--json")
     assert proc.returncode == 0, proc.stderr
     assert "tau_effective" not in proc.stderr + proc.stdout and "Warning" not in proc.stderr

@@ -36,7 +36,8 @@ def test_quiet_prints_only_failures(run_cli, tmp_path):
     proc = run_cli("convert", str(EK60_RAW), str(bad), "-m", "EK60", "-o", str(tmp_path / "out"), "-q", "-j", "1")
     assert proc.returncode == 1 and proc.stdout == ""
     assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
-        next(ln for ln in proc.stderr.splitlines() if ln.startswith("failed:"))]
+        next(ln for ln in proc.stderr.splitlines() if ln.startswith("failed:"))
+    ]
     assert "truncated" in proc.stderr
 
 
@@ -46,8 +47,17 @@ def test_without_a_terminal_progress_is_lines_and_names_are_never_split(run_cli,
     shutil.copy(EK60_RAW, tmp_path / "raw" / long_name)
     shutil.copy(EK60_RAW, tmp_path / "raw" / EK60_RAW.name)
     out = tmp_path / "out"
-    proc = run_cli("convert", str(tmp_path / "raw" / "*.raw"), "-m", "EK60", "-o", str(out), "-j", "1",
-                   env={"COLUMNS": "80", "ECHOFLOW_PROGRESS_SECONDS": "0"})
+    proc = run_cli(
+        "convert",
+        str(tmp_path / "raw" / "*.raw"),
+        "-m",
+        "EK60",
+        "-o",
+        str(out),
+        "-j",
+        "1",
+        env={"COLUMNS": "80", "ECHOFLOW_PROGRESS_SECONDS": "0"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "converting 2 files" in proc.stderr and "converting: 2/2 files" in proc.stderr
     assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr  # no bar, no cursor moves
@@ -71,15 +81,21 @@ def test_active_profile_wins_over_the_local_api(prefect_server, tmp_path):
 
     env = _profile_env(tmp_path, prefect_server)
     out = tmp_path / "out"
-    proc = subprocess.run([EXE, "convert", str(EK60_RAW), "-m", "EK60", "-o", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [EXE, "convert", str(EK60_RAW), "-m", "EK60", "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"Prefect API {prefect_server} (from Prefect profile 'team')" in proc.stderr
     assert not (tmp_path / "echoflow-home").exists()  # no local API was started
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["convert-batch"])))
-    assert [r.name for r in runs if r.parameters.get("output_prefix") == str(out)] == \
-        [f"convert-batch · out · {EK60_RAW.stem}"]
+    assert [r.name for r in runs if r.parameters.get("output_prefix") == str(out)] == [
+        f"convert-batch · out · {EK60_RAW.stem}"
+    ]
 
 
 def test_unreachable_configured_api_is_one_line(tmp_path):
@@ -89,8 +105,10 @@ def test_unreachable_configured_api_is_one_line(tmp_path):
     closed.bind(("127.0.0.1", 0))
     api = f"http://127.0.0.1:{closed.getsockname()[1]}/api"
     env = _profile_env(tmp_path, api)
-    for args in (["convert", str(EK60_RAW), "-m", "EK60", "-o", str(tmp_path / "o")],
-                 ["deploy", "--pool", "p", "--image", "i"]):
+    for args in (
+        ["convert", str(EK60_RAW), "-m", "EK60", "-o", str(tmp_path / "o")],
+        ["deploy", "--pool", "p", "--image", "i"],
+    ):
         proc = subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=120)
         line = one_line_error(proc)
         assert f"the Prefect API {api} (from Prefect profile 'team') is unreachable" in line

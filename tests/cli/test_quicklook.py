@@ -12,11 +12,16 @@ from echoflow import quicklook
 def sv_dataset(values: np.ndarray) -> xr.Dataset:
     pings, samples = values.shape[1:]
     t = pd.date_range("2018-02-11T16:40:25", periods=pings, freq="1s").values
-    return xr.Dataset({"Sv": (("channel", "ping_time", "range_sample"), values),
-                       "echo_range": (("channel", "ping_time", "range_sample"),
-                                      np.broadcast_to(np.arange(samples, dtype=float), values.shape).copy())},
-                      coords={"channel": ["GPT  38 kHz", "GPT 120 kHz"], "ping_time": t,
-                              "range_sample": np.arange(samples)})
+    return xr.Dataset(
+        {
+            "Sv": (("channel", "ping_time", "range_sample"), values),
+            "echo_range": (
+                ("channel", "ping_time", "range_sample"),
+                np.broadcast_to(np.arange(samples, dtype=float), values.shape).copy(),
+            ),
+        },
+        coords={"channel": ["GPT  38 kHz", "GPT 120 kHz"], "ping_time": t, "range_sample": np.arange(samples)},
+    )
 
 
 def dominant(png: bytes) -> tuple[int, int, int]:
@@ -46,8 +51,10 @@ def test_fixed_range_and_ek500_palette():
 
 
 def test_markdown_links_pngs_without_embedding_them():
-    grams = [quicklook.Echogram(channel="GPT  38 kHz", url="/data/out/quicklook/compute_Sv/a.GPT_38_kHz.png", bytes=10),
-             quicklook.Echogram(channel="GPT 120 kHz", url="https://bucket.example/q/a.png", bytes=10)]
+    grams = [
+        quicklook.Echogram(channel="GPT  38 kHz", url="/data/out/quicklook/compute_Sv/a.GPT_38_kHz.png", bytes=10),
+        quicklook.Echogram(channel="GPT 120 kHz", url="https://bucket.example/q/a.png", bytes=10),
+    ]
     md = quicklook.markdown_index([("compute_Sv", "a", g) for g in grams])
     assert "(/data/out/quicklook/compute_Sv/a.GPT_38_kHz.png)" in md
     assert "![GPT 120 kHz](https://bucket.example/q/a.png)" in md  # web images show inline

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from echoflow import storage
 from reliability_util import assert_equals_reference, leftovers, reference, start_cli
 from samples import EK60_RAW
 from util import ek60_copies
+
+from echoflow import storage
 
 
 def _env(prefect_server: str, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -91,8 +91,10 @@ def _alive(pids: list[int]) -> list[int]:
 
 def test_sigkill_of_the_cli_takes_its_workers_with_it(prefect_server, tmp_path):
     raws = ek60_copies(tmp_path / "raw", 6)
-    proc = start_cli(["convert", *map(str, raws), "-m", "EK60", "-o", str(tmp_path / "out"), "-f", "zarr",
-                      "-j", "2"], _env(prefect_server, tmp_path))
+    proc = start_cli(
+        ["convert", *map(str, raws), "-m", "EK60", "-o", str(tmp_path / "out"), "-f", "zarr", "-j", "2"],
+        _env(prefect_server, tmp_path),
+    )
     workers = _workers_of(proc, 2)
     time.sleep(3)  # mid-batch
     proc.kill()
@@ -147,9 +149,25 @@ def test_local_api_stopped_mid_run_still_prints_the_summary(tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(ECHOFLOW_HOME=str(tmp_path / "home"), PREFECT_CLIENT_MAX_RETRIES="1")
-    proc = subprocess.Popen([str(Path(start_cli.__globals__["EXE"])), "convert", *map(str, raws), "-m", "EK60",
-                             "-o", str(out), "-f", "zarr", "-j", "1"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(start_cli.__globals__["EXE"])),
+            "convert",
+            *map(str, raws),
+            "-m",
+            "EK60",
+            "-o",
+            str(out),
+            "-f",
+            "zarr",
+            "-j",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 180
     while not list(out.glob("*.zarr")):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "slow"

@@ -29,12 +29,16 @@ def docker_engine() -> str:
     """A Docker engine that answers; fails (does not skip) when none does. Nothing is
     installed or started here: a bare root sandbox runs scripts/sandbox/prepare.sh first."""
     if shutil.which("docker") is None:
-        pytest.fail("no docker client on PATH (install Docker; a bare root sandbox: scripts/sandbox/prepare.sh)",
-                    pytrace=False)
+        pytest.fail(
+            "no docker client on PATH (install Docker; a bare root sandbox: scripts/sandbox/prepare.sh)", pytrace=False
+        )
     proc = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
-        pytest.fail(f"no Docker engine answers 'docker info' (start Docker; a bare root sandbox: "
-                    f"scripts/sandbox/prepare.sh):\n{proc.stderr[-1500:]}", pytrace=False)
+        pytest.fail(
+            f"no Docker engine answers 'docker info' (start Docker; a bare root sandbox: "
+            f"scripts/sandbox/prepare.sh):\n{proc.stderr[-1500:]}",
+            pytrace=False,
+        )
     return "docker"
 
 
@@ -60,9 +64,24 @@ def make_canary_cert(workdir: Path) -> str:
     key, crt = workdir / "canary.key", workdir / "canary.pem"
     if shutil.which("openssl"):
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=echoflow e2e canary CA", "-keyout", str(key), "-out", str(crt)],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=echoflow e2e canary CA",
+                "-keyout",
+                str(key),
+                "-out",
+                str(crt),
+            ],
+            check=True,
+            capture_output=True,
         )
         return crt.read_text()
     import datetime
@@ -75,11 +94,17 @@ def make_canary_cert(workdir: Path) -> str:
     pkey = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "echoflow e2e canary CA")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(pkey.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(pkey, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pkey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(pkey, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -122,26 +147,39 @@ def echoflow_image(docker_engine, tmp_path_factory) -> BuiltImage:
     }
     for name in ("VERSION", "REVISION"):  # the script's own defaults are under test
         env.pop(name, None)
-    previous = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", TEST_TAG],
-                              capture_output=True, text=True).stdout.strip()
+    previous = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", TEST_TAG], capture_output=True, text=True
+    ).stdout.strip()
     proc = subprocess.run(
-        [str(SCRIPTS / "build-image.sh")], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+        [str(SCRIPTS / "build-image.sh")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
     )
     log_file = work / "build.log"
     log_file.write_text(proc.stderr)
     if proc.returncode != 0:
-        pytest.fail(f"scripts/build-image.sh exited {proc.returncode} (log {log_file}):\n"
-                    f"{proc.stderr[-5000:]}", pytrace=False)
+        pytest.fail(
+            f"scripts/build-image.sh exited {proc.returncode} (log {log_file}):\n{proc.stderr[-5000:]}", pytrace=False
+        )
     name = proc.stdout.strip().splitlines()[-1]
     assert name == TEST_TAG, proc.stdout
     if previous:  # the last session's build, now untagged: don't let them pile up
-        current = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", TEST_TAG],
-                                 capture_output=True, text=True).stdout.strip()
+        current = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Id}}", TEST_TAG], capture_output=True, text=True
+        ).stdout.strip()
         if current and current != previous:
             subprocess.run(["docker", "image", "rm", previous], capture_output=True)
     for line in proc.stderr.splitlines():
         if line.startswith(("build-image:", "build-standin-base:")):
             print(line, file=sys.stderr)
-    return BuiltImage(name=name, version=project_version(), revision=git_head(),
-                      ca_bundle=bundle, canary_marker=marker, build_log=proc.stderr)
+    return BuiltImage(
+        name=name,
+        version=project_version(),
+        revision=git_head(),
+        ca_bundle=bundle,
+        canary_marker=marker,
+        build_log=proc.stderr,
+    )

@@ -35,9 +35,8 @@ import aiohttp.web
 import attrs
 import kmock
 import yaml
-from kmock._internal import rendering
-
 from e2e_docker import REPO
+from kmock._internal import rendering
 from kube_tables import table_for
 from podspec import generated_suffix
 from rbac import Call, allows, rbac_verb
@@ -54,7 +53,8 @@ RESOURCES = {
     "v1/events": dict(kind="Event", singular="event", shortnames={"ev"}),
     "v1/namespaces": dict(kind="Namespace", singular="namespace", shortnames={"ns"}, namespaced=False),
     "apiextensions.k8s.io/v1/customresourcedefinitions": dict(
-        kind="CustomResourceDefinition", singular="customresourcedefinition", shortnames={"crd"}, namespaced=False),
+        kind="CustomResourceDefinition", singular="customresourcedefinition", shortnames={"crd"}, namespaced=False
+    ),
 }
 VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
 UNRESTRICTED = None  # an identity without rules (the kubelet side, the kubectl user)
@@ -111,23 +111,27 @@ class Emulator(kmock.KubernetesEmulator):
         group = request.resource.group or ""
         resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
         verb = rbac_verb(request.method.value.upper(), request.name is not None, request.params)
-        allowed = rules is UNRESTRICTED or (request.namespace == self.role_namespace
-                                            and allows(rules, verb, group, resource))
+        allowed = rules is UNRESTRICTED or (
+            request.namespace == self.role_namespace and allows(rules, verb, group, resource)
+        )
         self.calls.append(Call(token, verb, group, resource, request.namespace, request.name, allowed))
         if not allowed:
             where = f'in the namespace "{request.namespace}"' if request.namespace else "at the cluster scope"
             raise kmock.KubernetesError(
-                status=403, reason="Forbidden",
+                status=403,
+                reason="Forbidden",
                 message=f'{resource} is forbidden: User "{token}" cannot {verb} resource "{resource}" '
-                        f'in API group "{group}" {where}')
+                f'in API group "{group}" {where}',
+            )
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._authorize(request)
         if request.resource is not None and request.resource.plural and request.subresource == "log":
             return self._serve_log(request)
         if "fieldSelector" in request.params:
-            raise kmock.KubernetesError(status=400, reason="BadRequest",
-                                        message="fieldSelector is not modelled by this API stand-in")
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message="fieldSelector is not modelled by this API stand-in"
+            )
         data = request.data if isinstance(request.data, dict) else None
         if request.action == kmock.action.CREATE and data is not None:
             self._admit(request, data)
@@ -176,10 +180,12 @@ class Emulator(kmock.KubernetesEmulator):
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         info = self.resources[request.resource]
         group = request.resource.group
-        return {"kind": f"{info.kind}List",
-                "apiVersion": f"{group}/{request.resource.version}" if group else request.resource.version,
-                "metadata": {"resourceVersion": str(next(self._versions))},
-                "items": await self._listed(request)}
+        return {
+            "kind": f"{info.kind}List",
+            "apiVersion": f"{group}/{request.resource.version}" if group else request.resource.version,
+            "metadata": {"resourceVersion": str(next(self._versions))},
+            "items": await self._listed(request),
+        }
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         async for event in super()._serve_watch(request):
@@ -191,11 +197,14 @@ class Emulator(kmock.KubernetesEmulator):
         if (request.resource, *key) not in self.objects and key not in self.logs:
             raise kmock.KubernetesObjectNotFoundError()
         if request.params.get("previous") == "true":
-            raise kmock.KubernetesError(status=400, reason="BadRequest",
-                                        message=f'previous terminated container "prefect-job" in pod "{request.name}" not found')
+            raise kmock.KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f'previous terminated container "prefect-job" in pod "{request.name}" not found',
+            )
         lines = self.logs.get(key, "").splitlines(keepends=True)
         tail = request.params.get("tailLines")
-        return aiohttp.web.Response(text="".join(lines[-int(tail):] if tail else lines))
+        return aiohttp.web.Response(text="".join(lines[-int(tail) :] if tail else lines))
 
 
 class ApiServer:
@@ -249,18 +258,29 @@ class ApiServer:
         """Store an object as `kubectl apply` would have (no watch event: set up before watchers)."""
         meta = obj["metadata"]
         self.emulator.objects[kmock.resource(resource), namespace, meta["name"]] = {
-            **obj, "metadata": {**meta, "namespace": namespace, "uid": str(uuid.uuid4()),
-                                "creationTimestamp": now()}}
+            **obj,
+            "metadata": {**meta, "namespace": namespace, "uid": str(uuid.uuid4()), "creationTimestamp": now()},
+        }
 
     def kubeconfig(self, token: str) -> Path:
         """A kubeconfig file for one identity (its port; namespace: the Role's)."""
         path = self.workdir / f"kubeconfig-{token}"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
-            "clusters": [{"name": "standin", "cluster": {"server": self.urls[token]}}],
-            "users": [{"name": token, "user": {"token": token}}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": token,
-                                                         "namespace": self.namespace}}],
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "standin",
+                    "clusters": [{"name": "standin", "cluster": {"server": self.urls[token]}}],
+                    "users": [{"name": token, "user": {"token": token}}],
+                    "contexts": [
+                        {
+                            "name": "standin",
+                            "context": {"cluster": "standin", "user": token, "namespace": self.namespace},
+                        }
+                    ],
+                }
+            )
+        )
         path.chmod(0o644)  # read by the worker container's user
         return path

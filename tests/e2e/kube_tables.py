@@ -43,10 +43,13 @@ def pod_status(status: Mapping[str, Any]) -> str:
 
 def _job_row(job: Mapping[str, Any]) -> list:
     status = job.get("status") or {}
-    return [job["metadata"]["name"], job_status(status),
-            f"{status.get('succeeded', 0)}/{(job.get('spec') or {}).get('completions', 1)}",
-            _age(status.get("startTime"), status.get("completionTime")) if status.get("startTime") else "",
-            _age(job["metadata"].get("creationTimestamp"))]
+    return [
+        job["metadata"]["name"],
+        job_status(status),
+        f"{status.get('succeeded', 0)}/{(job.get('spec') or {}).get('completions', 1)}",
+        _age(status.get("startTime"), status.get("completionTime")) if status.get("startTime") else "",
+        _age(job["metadata"].get("creationTimestamp")),
+    ]
 
 
 def _pod_row(pod: Mapping[str, Any]) -> list:
@@ -55,15 +58,30 @@ def _pod_row(pod: Mapping[str, Any]) -> list:
     ready = sum(1 for c in containers if c.get("ready"))
     total = len((pod.get("spec") or {}).get("containers") or [])
     restarts = sum(c.get("restartCount", 0) for c in containers)
-    return [pod["metadata"]["name"], f"{ready}/{total}", pod_status(status), restarts,
-            _age(pod["metadata"].get("creationTimestamp"))]
+    return [
+        pod["metadata"]["name"],
+        f"{ready}/{total}",
+        pod_status(status),
+        restarts,
+        _age(pod["metadata"].get("creationTimestamp")),
+    ]
 
 
 COLUMNS = {
-    "jobs": (("Name", "string", "name"), ("Status", "string", ""), ("Completions", "string", ""),
-             ("Duration", "string", ""), ("Age", "string", "")),
-    "pods": (("Name", "string", "name"), ("Ready", "string", ""), ("Status", "string", ""),
-             ("Restarts", "integer", ""), ("Age", "string", "")),
+    "jobs": (
+        ("Name", "string", "name"),
+        ("Status", "string", ""),
+        ("Completions", "string", ""),
+        ("Duration", "string", ""),
+        ("Age", "string", ""),
+    ),
+    "pods": (
+        ("Name", "string", "name"),
+        ("Ready", "string", ""),
+        ("Status", "string", ""),
+        ("Restarts", "integer", ""),
+        ("Age", "string", ""),
+    ),
 }
 ROWS = {"jobs": _job_row, "pods": _pod_row}
 
@@ -72,10 +90,22 @@ def table_for(plural: str, items: list[Mapping[str, Any]]) -> dict:
     if plural not in COLUMNS:
         raise LookupError(f"no table columns for {plural}")
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {},
-        "columnDefinitions": [{"name": name, "type": type_, "format": fmt, "description": "", "priority": 0}
-                              for name, type_, fmt in COLUMNS[plural]],
-        "rows": [{"cells": ROWS[plural](item),
-                  "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": item["metadata"]}} for item in items],
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {},
+        "columnDefinitions": [
+            {"name": name, "type": type_, "format": fmt, "description": "", "priority": 0}
+            for name, type_, fmt in COLUMNS[plural]
+        ],
+        "rows": [
+            {
+                "cells": ROWS[plural](item),
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": item["metadata"],
+                },
+            }
+            for item in items
+        ],
     }

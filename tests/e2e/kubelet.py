@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
-
 import replay
 from kube_api import ApiServer, now
 
@@ -79,8 +78,11 @@ class Kubelet:
         return f"{base}/namespaces/{self.namespace}/{kind}" + (f"/{name}" if name else "")
 
     def _patch_status(self, kind: str, name: str, status: dict) -> None:
-        self.http.patch(self._path(kind, name) + "/status", json={"status": status},
-                        headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
+        self.http.patch(
+            self._path(kind, name) + "/status",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
 
     def _job_exists(self, uid: str, name: str) -> bool:
         response = self.http.get(self._path("jobs", name))
@@ -88,8 +90,13 @@ class Kubelet:
 
     def _secrets(self) -> dict[str, dict[str, str]]:
         items = self.http.get(self._path("secrets")).raise_for_status().json()["items"]
-        return {s["metadata"]["name"]: {**{k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()},
-                                        **(s.get("stringData") or {})} for s in items}
+        return {
+            s["metadata"]["name"]: {
+                **{k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()},
+                **(s.get("stringData") or {}),
+            }
+            for s in items
+        }
 
     # -- the Job controller -------------------------------------------------------------
 
@@ -100,8 +107,9 @@ class Kubelet:
                     uid = job["metadata"]["uid"]
                     if uid not in self._seen and not (job.get("status") or {}).get("conditions"):
                         self._seen.add(uid)
-                        thread = threading.Thread(target=self._run_job, args=(job,), daemon=True,
-                                                  name=f"job-{job['metadata']['name']}")
+                        thread = threading.Thread(
+                            target=self._run_job, args=(job,), daemon=True, name=f"job-{job['metadata']['name']}"
+                        )
                         self._threads.append(thread)
                         thread.start()
             except Exception as exc:  # noqa: BLE001 - reported by the test through .errors
@@ -119,17 +127,34 @@ class Kubelet:
                 if pod is None:  # the Job was deleted
                     return
                 if pod.exit_code == 0 and not pod.reason.startswith("Deadline"):
-                    self._patch_status("jobs", name, {
-                        "active": 0, "succeeded": 1, "ready": 0, "completionTime": now(),
-                        "conditions": [_condition("SuccessCriteriaMet", "CompletionsReached"),
-                                       _condition("Complete", "CompletionsReached")]})
+                    self._patch_status(
+                        "jobs",
+                        name,
+                        {
+                            "active": 0,
+                            "succeeded": 1,
+                            "ready": 0,
+                            "completionTime": now(),
+                            "conditions": [
+                                _condition("SuccessCriteriaMet", "CompletionsReached"),
+                                _condition("Complete", "CompletionsReached"),
+                            ],
+                        },
+                    )
                     return
                 failed += 1
                 if failed > backoff_limit or pod.reason == "DeadlineExceeded":
                     reason = pod.reason if pod.reason == "DeadlineExceeded" else "BackoffLimitExceeded"
-                    self._patch_status("jobs", name, {
-                        "active": 0, "failed": failed, "ready": 0,
-                        "conditions": [_condition("FailureTarget", reason), _condition("Failed", reason)]})
+                    self._patch_status(
+                        "jobs",
+                        name,
+                        {
+                            "active": 0,
+                            "failed": failed,
+                            "ready": 0,
+                            "conditions": [_condition("FailureTarget", reason), _condition("Failed", reason)],
+                        },
+                    )
                     return
                 self._patch_status("jobs", name, {"active": 1, "failed": failed})
         except Exception as exc:  # noqa: BLE001
@@ -157,12 +182,22 @@ class Kubelet:
         self.pods.append(ran)
         container = replay.start(planned)
         self._containers.add(container)
-        state = {**replay.container_state(container), "Image": replay.docker(
-            "inspect", "-f", "{{.Image}}", container).stdout.strip()}
-        self._patch_status("pods", planned.name, {
-            "phase": "Running", "startTime": now(), "podIP": "127.0.0.1", "hostIP": "127.0.0.1",
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [_container_status(planned, container, state, None)]})
+        state = {
+            **replay.container_state(container),
+            "Image": replay.docker("inspect", "-f", "{{.Image}}", container).stdout.strip(),
+        }
+        self._patch_status(
+            "pods",
+            planned.name,
+            {
+                "phase": "Running",
+                "startTime": now(),
+                "podIP": "127.0.0.1",
+                "hostIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [_container_status(planned, container, state, None)],
+            },
+        )
         waiter = subprocess.Popen(["docker", "wait", container], stdout=subprocess.DEVNULL)
         began, deleted = time.monotonic(), False
         try:
@@ -191,25 +226,48 @@ class Kubelet:
         evicted = replay.evicted(planned)
         if evicted:
             ran.reason, ran.logs = "Evicted", ran.logs + evicted
-        ran.reason = ran.reason or ("OOMKilled" if state["OOMKilled"] else "Completed" if ran.exit_code == 0 else "Error")
+        ran.reason = ran.reason or (
+            "OOMKilled" if state["OOMKilled"] else "Completed" if ran.exit_code == 0 else "Error"
+        )
         if deleted:
             return None
-        self._patch_status("pods", planned.name, {
-            "phase": "Succeeded" if ran.exit_code == 0 and ran.reason == "Completed" else "Failed",
-            "conditions": [{"type": "Ready", "status": "False"}],
-            "containerStatuses": [_container_status(planned, container, state, ran)]})
+        self._patch_status(
+            "pods",
+            planned.name,
+            {
+                "phase": "Succeeded" if ran.exit_code == 0 and ran.reason == "Completed" else "Failed",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [_container_status(planned, container, state, ran)],
+            },
+        )
         return ran
 
 
 def _container_status(planned: replay.Pod, container: str, state: dict, ended: Optional[RanPod]) -> dict:
     """A containerStatuses entry (every field kubernetes_asyncio's V1ContainerStatus requires)."""
     started = state["StartedAt"][:19] + "Z"
-    current = ({"running": {"startedAt": started}} if ended is None else {"terminated": {
-        "exitCode": ended.exit_code, "reason": ended.reason, "startedAt": started,
-        "finishedAt": state["FinishedAt"][:19] + "Z"}})
-    return {"name": planned.container, "image": planned.image, "imageID": f"docker://{state['Image']}",
-            "containerID": f"docker://{container}", "ready": ended is None, "restartCount": 0,
-            "started": ended is None, "state": current}
+    current = (
+        {"running": {"startedAt": started}}
+        if ended is None
+        else {
+            "terminated": {
+                "exitCode": ended.exit_code,
+                "reason": ended.reason,
+                "startedAt": started,
+                "finishedAt": state["FinishedAt"][:19] + "Z",
+            }
+        }
+    )
+    return {
+        "name": planned.container,
+        "image": planned.image,
+        "imageID": f"docker://{state['Image']}",
+        "containerID": f"docker://{container}",
+        "ready": ended is None,
+        "restartCount": 0,
+        "started": ended is None,
+        "state": current,
+    }
 
 
 def _condition(kind: str, reason: str) -> dict:
@@ -220,14 +278,32 @@ def _pod_object(job: dict, planned: replay.Pod, node: str) -> dict:
     """The pod the Job controller creates from the Job's template."""
     meta = job["metadata"]
     template = job["spec"]["template"]
-    labels = {**planned.labels, "job-name": meta["name"], "controller-uid": meta["uid"],
-              "batch.kubernetes.io/job-name": meta["name"], "batch.kubernetes.io/controller-uid": meta["uid"]}
+    labels = {
+        **planned.labels,
+        "job-name": meta["name"],
+        "controller-uid": meta["uid"],
+        "batch.kubernetes.io/job-name": meta["name"],
+        "batch.kubernetes.io/controller-uid": meta["uid"],
+    }
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": planned.name, "namespace": meta["namespace"], "labels": labels,
-                     "annotations": (template.get("metadata") or {}).get("annotations") or {},
-                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
-                                          "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": planned.name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": (template.get("metadata") or {}).get("annotations") or {},
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
         "spec": {**template["spec"], "nodeName": node},
         "status": {"phase": "Pending"},
     }

@@ -82,18 +82,52 @@ def quantity(value: Any) -> float:
 
 JOB = {"apiVersion", "kind", "metadata", "spec"}
 JOB_META = {"name", "generateName", "namespace", "labels", "annotations"}
-JOB_SPEC = {"backoffLimit", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "parallelism",
-            "completions", "template"}
+JOB_SPEC = {
+    "backoffLimit",
+    "ttlSecondsAfterFinished",
+    "activeDeadlineSeconds",
+    "parallelism",
+    "completions",
+    "template",
+}
 TEMPLATE = {"metadata", "spec"}
 POD_META = {"labels", "annotations"}
-POD_SPEC = {"restartPolicy", "serviceAccountName", "automountServiceAccountToken", "imagePullSecrets",
-            "securityContext", "nodeSelector", "tolerations", "containers", "volumes",
-            "terminationGracePeriodSeconds"}
+POD_SPEC = {
+    "restartPolicy",
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "imagePullSecrets",
+    "securityContext",
+    "nodeSelector",
+    "tolerations",
+    "containers",
+    "volumes",
+    "terminationGracePeriodSeconds",
+}
 POD_SC = {"runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup", "supplementalGroups", "seccompProfile"}
-CONTAINER = {"name", "image", "imagePullPolicy", "command", "args", "env", "envFrom", "workingDir",
-             "resources", "securityContext", "volumeMounts"}
-CONTAINER_SC = {"runAsNonRoot", "runAsUser", "runAsGroup", "allowPrivilegeEscalation",
-                "readOnlyRootFilesystem", "capabilities", "seccompProfile", "privileged"}
+CONTAINER = {
+    "name",
+    "image",
+    "imagePullPolicy",
+    "command",
+    "args",
+    "env",
+    "envFrom",
+    "workingDir",
+    "resources",
+    "securityContext",
+    "volumeMounts",
+}
+CONTAINER_SC = {
+    "runAsNonRoot",
+    "runAsUser",
+    "runAsGroup",
+    "allowPrivilegeEscalation",
+    "readOnlyRootFilesystem",
+    "capabilities",
+    "seccompProfile",
+    "privileged",
+}
 RESOURCES = {"requests", "limits"}
 RESOURCE_NAMES = {"cpu", "memory", "ephemeral-storage"}
 VOLUME = {"name", "emptyDir"}
@@ -114,8 +148,9 @@ def _check(obj: Any, allowed: set[str], where: str) -> dict:
         raise Unsupported(f"{where}: expected an object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise Unsupported(f"{where}: field(s) {', '.join(unknown)} not honoured by the replay "
-                          f"(known: {', '.join(sorted(allowed))})")
+        raise Unsupported(
+            f"{where}: field(s) {', '.join(unknown)} not honoured by the replay (known: {', '.join(sorted(allowed))})"
+        )
     return obj
 
 
@@ -126,10 +161,10 @@ def expand(text: str, env: Mapping[str, str]) -> str:
         if text.startswith("$$", i):
             out.append("$")
             i += 2
-        elif text.startswith("$(", i) and ")" in text[i + 2:]:
+        elif text.startswith("$(", i) and ")" in text[i + 2 :]:
             end = text.index(")", i + 2)
-            name = text[i + 2:end]
-            out.append(env[name] if name in env else text[i:end + 1])
+            name = text[i + 2 : end]
+            out.append(env[name] if name in env else text[i : end + 1])
             i = end + 1
         else:
             out.append(text[i])
@@ -139,16 +174,21 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 def _field_ref(path: str, pod: dict[str, Any]) -> str:
     simple = {
-        "metadata.name": pod["name"], "metadata.namespace": pod["namespace"], "metadata.uid": pod["uid"],
-        "spec.nodeName": pod["node"].name, "spec.serviceAccountName": pod["serviceAccountName"],
-        "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
+        "metadata.name": pod["name"],
+        "metadata.namespace": pod["namespace"],
+        "metadata.uid": pod["uid"],
+        "spec.nodeName": pod["node"].name,
+        "spec.serviceAccountName": pod["serviceAccountName"],
+        "status.podIP": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+        "status.podIPs": "127.0.0.1",
     }
     if path in simple:
         return simple[path]
     for kind in ("labels", "annotations"):
         prefix = f"metadata.{kind}['"
         if path.startswith(prefix) and path.endswith("']"):
-            return pod[kind].get(path[len(prefix):-2], "")
+            return pod[kind].get(path[len(prefix) : -2], "")
     raise Unsupported(f"fieldRef {path!r} not honoured by the replay")
 
 
@@ -171,8 +211,13 @@ def _lookup(store: Mapping[str, Mapping[str, str]], kind: str, ref: dict, where:
     raise PodRejected(f"{where}: {kind} {name!r} not found (the pod would fail with CreateContainerConfigError)")
 
 
-def resolve_env(container: dict, pod: dict[str, Any], secrets: Mapping[str, Mapping[str, str]],
-                config_maps: Mapping[str, Mapping[str, str]], extra_env: Mapping[str, str]) -> dict[str, str]:
+def resolve_env(
+    container: dict,
+    pod: dict[str, Any],
+    secrets: Mapping[str, Mapping[str, str]],
+    config_maps: Mapping[str, Mapping[str, str]],
+    extra_env: Mapping[str, str],
+) -> dict[str, str]:
     """The container's environment: cluster-injected `extra_env`, then envFrom, then env (in order)."""
     env: dict[str, str] = dict(extra_env)
     for i, source in enumerate(container.get("envFrom") or []):
@@ -183,8 +228,12 @@ def resolve_env(container: dict, pod: dict[str, Any], secrets: Mapping[str, Mapp
             raise Unsupported(f"{where}: needs exactly one of secretRef / configMapRef")
         kind = refs[0]
         ref = _check(source[kind], SOURCE_REF, f"{where}.{kind}")
-        data = _lookup(secrets if kind == "secretRef" else config_maps,
-                       "Secret" if kind == "secretRef" else "ConfigMap", ref, where)
+        data = _lookup(
+            secrets if kind == "secretRef" else config_maps,
+            "Secret" if kind == "secretRef" else "ConfigMap",
+            ref,
+            where,
+        )
         for key, value in (data or {}).items():
             env[source.get("prefix", "") + key] = str(value)
     for i, item in enumerate(container.get("env") or []):
@@ -194,11 +243,15 @@ def resolve_env(container: dict, pod: dict[str, Any], secrets: Mapping[str, Mapp
             source = _check(item["valueFrom"], VALUE_FROM, f"{where}.valueFrom")
             if len(source) != 1:
                 raise Unsupported(f"{where}.valueFrom: needs exactly one source")
-            (kind, ref), = source.items()
+            ((kind, ref),) = source.items()
             if kind in ("secretKeyRef", "configMapKeyRef"):
                 _check(ref, KEY_REF, f"{where}.{kind}")
-                data = _lookup(secrets if kind == "secretKeyRef" else config_maps,
-                               "Secret" if kind == "secretKeyRef" else "ConfigMap", ref, where)
+                data = _lookup(
+                    secrets if kind == "secretKeyRef" else config_maps,
+                    "Secret" if kind == "secretKeyRef" else "ConfigMap",
+                    ref,
+                    where,
+                )
                 if data is None:
                     continue
                 if ref["key"] not in data:
@@ -214,5 +267,3 @@ def resolve_env(container: dict, pod: dict[str, Any], secrets: Mapping[str, Mapp
         else:
             env[item["name"]] = expand(str(item.get("value", "")), env)
     return env
-
-

@@ -31,8 +31,12 @@ def rbac_verb(method: str, named: bool, params: Mapping[str, str]) -> str:
         if params.get("watch") in ("true", "1"):
             return "watch"
         return "get" if named else "list"
-    return {"POST": "create", "PUT": "update", "PATCH": "patch",
-            "DELETE": "delete" if named else "deletecollection"}.get(method, method.lower())
+    return {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if named else "deletecollection",
+    }.get(method, method.lower())
 
 
 def allows(rules: Iterable[Mapping[str, Any]], verb: str, group: str, resource: str) -> bool:
@@ -40,9 +44,11 @@ def allows(rules: Iterable[Mapping[str, Any]], verb: str, group: str, resource: 
     for rule in rules:
         if rule.get("resourceNames"):
             raise ValueError(f"resourceNames are not modelled: {rule}")
-        if ((group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", []))
-                and (resource in rule.get("resources", []) or "*" in rule.get("resources", []))
-                and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))):
+        if (
+            (group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", []))
+            and (resource in rule.get("resources", []) or "*" in rule.get("resources", []))
+            and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+        ):
             return True
     return False
 

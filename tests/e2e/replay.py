@@ -45,10 +45,32 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from e2e_docker import REPO, docker
-from podspec import (CONTAINER, CONTAINER_SC, EMPTY_DIR, JOB, JOB_META, JOB_SPEC, MOUNT, POD_META,  # noqa: F401
-                     POD_SC, POD_SPEC, RESOURCE_NAMES, RESOURCES, TEMPLATE, TOLERATION, VOLUME, Node,
-                     PodRejected, Unsupported, _check, expand, generated_suffix, kind_worker_node, quantity,
-                     resolve_env)
+from podspec import (  # noqa: F401
+    CONTAINER,
+    CONTAINER_SC,
+    EMPTY_DIR,
+    JOB,
+    JOB_META,
+    JOB_SPEC,
+    MOUNT,
+    POD_META,
+    POD_SC,
+    POD_SPEC,
+    RESOURCE_NAMES,
+    RESOURCES,
+    TEMPLATE,
+    TOLERATION,
+    VOLUME,
+    Node,
+    PodRejected,
+    Unsupported,
+    _check,
+    expand,
+    generated_suffix,
+    kind_worker_node,
+    quantity,
+    resolve_env,
+)
 
 sys.path.insert(0, str(REPO / "tests" / "chart"))
 import jobtemplate as jt  # noqa: E402
@@ -74,11 +96,14 @@ class Pod:
 
 
 def _image_user(image: str) -> str:
-    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Config.User}}", image],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Config.User}}", image], capture_output=True, text=True
+    )
     if out.returncode != 0:
-        raise PodRejected(f"image {image!r} not found locally ({out.stderr.strip()}): "
-                          "with imagePullPolicy Never the pod fails with ErrImageNeverPull")
+        raise PodRejected(
+            f"image {image!r} not found locally ({out.stderr.strip()}): "
+            "with imagePullPolicy Never the pod fails with ErrImageNeverPull"
+        )
     return out.stdout.strip()
 
 
@@ -98,8 +123,10 @@ def _checked(job: dict, node: Node) -> tuple[dict, dict, dict, dict, dict, dict]
     pod_spec = template.get("spec") or {}
     stray = sorted(set(jt.PRUNED_POD_SPEC_FIELDS) & set(pod_spec))
     if stray:
-        raise Unsupported(f"spec.template.spec.{', '.join(stray)}: not PodSpec fields (the API server "
-                          "drops them); pass the manifest through jobtemplate.as_stored()")
+        raise Unsupported(
+            f"spec.template.spec.{', '.join(stray)}: not PodSpec fields (the API server "
+            "drops them); pass the manifest through jobtemplate.as_stored()"
+        )
     _check(pod_spec, POD_SPEC, "spec.template.spec")
     if pod_spec.get("restartPolicy", "Never") not in ("Never", "OnFailure"):
         raise Unsupported(f"restartPolicy {pod_spec['restartPolicy']!r} is not valid for a Job")
@@ -109,15 +136,18 @@ def _checked(job: dict, node: Node) -> tuple[dict, dict, dict, dict, dict, dict]
         _check(toleration, TOLERATION, f"tolerations[{i}]")  # the node has no taints
     missing = {k: v for k, v in (pod_spec.get("nodeSelector") or {}).items() if node.labels.get(k) != str(v)}
     if missing:
-        raise PodRejected(f"nodeSelector {missing} matches no label of node {node.name} "
-                          f"({node.labels}): the pod would stay Pending")
+        raise PodRejected(
+            f"nodeSelector {missing} matches no label of node {node.name} ({node.labels}): the pod would stay Pending"
+        )
     pod_sc = _check(pod_spec.get("securityContext"), POD_SC, "spec.template.spec.securityContext")
     containers = pod_spec.get("containers") or []
     if len(containers) != 1:
         raise Unsupported(f"{len(containers)} containers: the replay runs exactly one")
     c = _check(containers[0], CONTAINER, "containers[0]")
-    sc = {**{k: v for k, v in pod_sc.items() if k in CONTAINER_SC},
-          **_check(c.get("securityContext"), CONTAINER_SC, "containers[0].securityContext")}
+    sc = {
+        **{k: v for k, v in pod_sc.items() if k in CONTAINER_SC},
+        **_check(c.get("securityContext"), CONTAINER_SC, "containers[0].securityContext"),
+    }
     return meta, spec, pod_meta, pod_spec, c, sc
 
 
@@ -129,13 +159,17 @@ def _security_args(sc: dict, pod_sc: dict, image: str) -> tuple[list[str], Optio
     if sc.get("runAsNonRoot"):
         effective = uid if uid is not None else image_user.split(":")[0]
         if not str(effective).isdigit():
-            raise PodRejected(f"runAsNonRoot with the image's non-numeric user {effective!r}: "
-                              "the kubelet cannot verify it (CreateContainerConfigError)")
+            raise PodRejected(
+                f"runAsNonRoot with the image's non-numeric user {effective!r}: "
+                "the kubelet cannot verify it (CreateContainerConfigError)"
+            )
         if int(effective) == 0:
             raise PodRejected("runAsNonRoot but the container would run as uid 0")
     if uid is not None or gid is not None:
-        argv += ["--user", f"{uid if uid is not None else image_user.split(':')[0] or 0}"
-                           + (f":{gid}" if gid is not None else "")]
+        argv += [
+            "--user",
+            f"{uid if uid is not None else image_user.split(':')[0] or 0}" + (f":{gid}" if gid is not None else ""),
+        ]
     groups = list(pod_sc.get("supplementalGroups") or [])
     if pod_sc.get("fsGroup") is not None:
         groups.append(pod_sc["fsGroup"])
@@ -172,10 +206,15 @@ def _resource_args(c: dict, node: Node) -> list[str]:
         if res in requests and res in limits and quantity(requests[res]) > quantity(limits[res]):
             raise PodRejected(f"resources.requests.{res} {requests[res]} > limits {limits[res]} (API server rejects)")
     disk = shutil.disk_usage(tempfile.gettempdir()).total
-    if (quantity(requests.get("cpu", 0)) > node.cpus or quantity(requests.get("memory", 0)) > node.memory
-            or quantity(requests.get("ephemeral-storage", 0)) > disk):
-        raise PodRejected(f"requests {requests} exceed node {node.name} ({node.cpus} CPUs, "
-                          f"{node.memory / 2**30:.1f} GiB): the pod would stay Pending")
+    if (
+        quantity(requests.get("cpu", 0)) > node.cpus
+        or quantity(requests.get("memory", 0)) > node.memory
+        or quantity(requests.get("ephemeral-storage", 0)) > disk
+    ):
+        raise PodRejected(
+            f"requests {requests} exceed node {node.name} ({node.cpus} CPUs, "
+            f"{node.memory / 2**30:.1f} GiB): the pod would stay Pending"
+        )
     argv: list[str] = []
     if "memory" in limits:
         mem = str(int(quantity(limits["memory"])))
@@ -211,8 +250,11 @@ def _volume_args(pod_spec: dict, c: dict, fs_group: Optional[int], root: Path) -
             empty_dirs[mount["name"]] = (host, quantity(limit) if limit else None)
             _empty_dir_permissions(host, fs_group)
         host = empty_dirs[mount["name"]][0]
-        argv += ["--mount", f"type=bind,source={host},destination={mount['mountPath']}"
-                            + (",readonly" if mount.get("readOnly") else "")]
+        argv += [
+            "--mount",
+            f"type=bind,source={host},destination={mount['mountPath']}"
+            + (",readonly" if mount.get("readOnly") else ""),
+        ]
     return argv, empty_dirs
 
 
@@ -227,9 +269,16 @@ def _empty_dir_permissions(path: Path, fs_group: Optional[int]) -> None:
     path.chmod(0o2777)
 
 
-def plan_pod(job_manifest: dict, secrets: Mapping[str, Mapping[str, str]] | None = None,
-             extra_env: Mapping[str, str] | None = None, *, config_maps: Mapping[str, Mapping[str, str]] | None = None,
-             node: Optional[Node] = None, pod_name: Optional[str] = None, volume_root: Path) -> Pod:
+def plan_pod(
+    job_manifest: dict,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    config_maps: Mapping[str, Mapping[str, str]] | None = None,
+    node: Optional[Node] = None,
+    pod_name: Optional[str] = None,
+    volume_root: Path,
+) -> Pod:
     """Check the Job manifest field by field and turn its pod into a `docker run` argv."""
     job = copy.deepcopy(job_manifest)
     node = node or Node()
@@ -240,9 +289,15 @@ def plan_pod(job_manifest: dict, secrets: Mapping[str, Mapping[str, str]] | None
     name = pod_name or f"{job_name}-{generated_suffix()}"
     namespace = meta.get("namespace") or "default"
     labels = {**(pod_meta.get("labels") or {}), "batch.kubernetes.io/job-name": job_name, "job-name": job_name}
-    pod = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "node": node,
-           "serviceAccountName": pod_spec.get("serviceAccountName") or "default",
-           "labels": labels, "annotations": pod_meta.get("annotations") or {}}
+    pod = {
+        "name": name,
+        "namespace": namespace,
+        "uid": str(uuid.uuid4()),
+        "node": node,
+        "serviceAccountName": pod_spec.get("serviceAccountName") or "default",
+        "labels": labels,
+        "annotations": pod_meta.get("annotations") or {},
+    }
 
     image = c.get("image")
     if not image:
@@ -256,8 +311,19 @@ def plan_pod(job_manifest: dict, secrets: Mapping[str, Mapping[str, str]] | None
     mounts, empty_dirs = _volume_args(pod_spec, c, pod_sc.get("fsGroup"), Path(volume_root))
     env = resolve_env(c, pod, secrets or {}, config_maps or {}, {"HOSTNAME": name, **(extra_env or {})})
     grace = int(pod_spec.get("terminationGracePeriodSeconds", 30))
-    argv = ["docker", "run", "--detach", "--name", name, "--network", "host", f"--pull={pull[policy]}",
-            *security, *_resource_args(c, node), *mounts]
+    argv = [
+        "docker",
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        f"--pull={pull[policy]}",
+        *security,
+        *_resource_args(c, node),
+        *mounts,
+    ]
     for key, value in env.items():
         argv += ["--env", f"{key}={value}"]
     if c.get("workingDir"):
@@ -270,14 +336,29 @@ def plan_pod(job_manifest: dict, secrets: Mapping[str, Mapping[str, str]] | None
     argv += ["--entrypoint", command[0], image, *command[1:], *args] if command else [image, *args]
     deadline = spec.get("activeDeadlineSeconds")
     storage = ((c.get("resources") or {}).get("limits") or {}).get("ephemeral-storage")
-    return Pod(job_name=job_name, name=name, container=c["name"], namespace=namespace, argv=argv, env=env, labels=labels,
-               deadline=float(deadline) if deadline else None, grace=grace, image=image,
-               user=None if uid is None else str(uid), empty_dirs=empty_dirs,
-               storage_limit=quantity(storage) if storage else None)
+    return Pod(
+        job_name=job_name,
+        name=name,
+        container=c["name"],
+        namespace=namespace,
+        argv=argv,
+        env=env,
+        labels=labels,
+        deadline=float(deadline) if deadline else None,
+        grace=grace,
+        image=image,
+        user=None if uid is None else str(uid),
+        empty_dirs=empty_dirs,
+        storage_limit=quantity(storage) if storage else None,
+    )
 
 
-def docker_run_args(job_manifest: dict, secrets: Mapping[str, Mapping[str, str]] | None = None,
-                    extra_env: Mapping[str, str] | None = None, **kwargs: Any) -> list[str]:
+def docker_run_args(
+    job_manifest: dict,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> list[str]:
     """`docker run` argv (detached) for the Job's pod; see `plan_pod` for the keyword arguments."""
     return plan_pod(job_manifest, secrets, extra_env, **kwargs).argv
 
@@ -319,7 +400,22 @@ def remove_volumes(pod: Pod, root: Path) -> None:
     this process may not (an unprivileged CI runner)."""
     shutil.rmtree(root, ignore_errors=True)
     if root.exists() and pod.user is not None:
-        docker("run", "--rm", "--network", "none", "--user", pod.user, "--entrypoint", "find",
-               "--mount", f"type=bind,source={root},destination=/v", pod.image,
-               "/v", "-mindepth", "2", "-delete", check=False)
+        docker(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            pod.user,
+            "--entrypoint",
+            "find",
+            "--mount",
+            f"type=bind,source={root},destination=/v",
+            pod.image,
+            "/v",
+            "-mindepth",
+            "2",
+            "-delete",
+            check=False,
+        )
         shutil.rmtree(root, ignore_errors=True)

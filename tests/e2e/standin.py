@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import yaml
-
 import replay
+import yaml
 from e2e_docker import REPO
 from kube_api import ApiServer
 from kubelet import Kubelet
@@ -99,8 +98,7 @@ def unregister(pool: str) -> None:
 
 
 @contextlib.contextmanager
-def installed(image: str, prefect_url: str, s3_env: dict[str, str], work: Path,
-              set_values: dict) -> Iterator[Cluster]:
+def installed(image: str, prefect_url: str, s3_env: dict[str, str], work: Path, set_values: dict) -> Iterator[Cluster]:
     repository, _, tag = image.rpartition(":")
     objects = jt.render_chart([VALUES], {"image.repository": repository, "image.tag": tag, **set_values})
     namespace, rules = role_rules(objects)
@@ -116,8 +114,9 @@ def installed(image: str, prefect_url: str, s3_env: dict[str, str], work: Path,
                 api.put("v1/secrets", namespace, secret)
             with Kubelet(api, namespace, replay.kind_worker_node()) as kubelet:
                 (work / "worker").mkdir()
-                worker = WorkerPod.from_chart(objects, image, api_url=prefect_url,
-                                              kubeconfig=api.kubeconfig("worker"), workdir=work / "worker")
+                worker = WorkerPod.from_chart(
+                    objects, image, api_url=prefect_url, kubeconfig=api.kubeconfig("worker"), workdir=work / "worker"
+                )
                 worker.start()
                 try:
                     worker.wait_healthy()

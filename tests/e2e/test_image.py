@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from e2e_docker import docker
 
 pytestmark = pytest.mark.docker
@@ -19,8 +18,17 @@ DATA = Path(os.environ.get("ECHOFLOW_TEST_DATA") or Path(__file__).resolve().par
 EK60_REL = "ek60/DY1801_EK60-D20180211-T164025.raw"
 
 # How the chart runs the Job's container, as far as `docker run` can say it.
-RESTRICTED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-              "--security-opt", "no-new-privileges", "--network", "none"]
+RESTRICTED = [
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--network",
+    "none",
+]
 
 
 def run(image, *cmd: str, opts: list[str] = (), timeout: float = 300, check: bool = True):
@@ -81,9 +89,12 @@ def test_pip_check_clean(echoflow_image):
 
 
 def test_no_test_extras_installed(echoflow_image):
-    out = run(echoflow_image, "python", "-c",
-              "import importlib.util as u; print([m for m in ('pytest', 'moto', 'kubernetes_validate')"
-              " if u.find_spec(m)])").stdout.strip()
+    out = run(
+        echoflow_image,
+        "python",
+        "-c",
+        "import importlib.util as u; print([m for m in ('pytest', 'moto', 'kubernetes_validate') if u.find_spec(m)])",
+    ).stdout.strip()
     assert out == "[]", out
 
 
@@ -117,7 +128,7 @@ def test_ca_bundle_not_in_image(echoflow_image):
         total += len(chunk)
         if marker in tail + chunk:
             found = True
-        tail = chunk[-len(marker):]
+        tail = chunk[-len(marker) :]
     assert proc.wait(600) == 0, "docker save failed"
     assert total > 50_000_000, f"docker save gave only {total} bytes"
     assert not found, "the CA bundle's canary certificate is inside the image"
@@ -143,10 +154,19 @@ def writable_dir(path: Path) -> Path:
 
 def convert_in_container(image, out_dir: Path, out_arg: str) -> subprocess.CompletedProcess:
     return run(
-        image, "echoflow", "convert", f"/data/{EK60_REL}", "--sonar-model", "EK60",
-        "--out", out_arg, "--format", "zarr",
+        image,
+        "echoflow",
+        "convert",
+        f"/data/{EK60_REL}",
+        "--sonar-model",
+        "EK60",
+        "--out",
+        out_arg,
+        "--format",
+        "zarr",
         opts=[*RESTRICTED, "-v", f"{DATA.resolve()}:/data:ro", "-v", f"{out_dir}:/out"],
-        timeout=600, check=False,
+        timeout=600,
+        check=False,
     )
 
 

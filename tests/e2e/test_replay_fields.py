@@ -9,7 +9,6 @@ import sys
 import uuid
 
 import pytest
-
 import replay
 from samples import REPO
 
@@ -17,9 +16,14 @@ sys.path.insert(0, str(REPO / "tests" / "chart"))
 import jobtemplate as jt  # noqa: E402
 
 IMAGE = "echoflow:fields-test"
-SECRETS = {"echoflow-s3": {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-                           "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"},
-           "echoflow-api-auth": {"auth-string": "admin:x"}}
+SECRETS = {
+    "echoflow-s3": {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+    },
+    "echoflow-api-auth": {"auth-string": "admin:x"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,42 +31,63 @@ def job(prefect_server) -> dict:
     from prefect.client.schemas.objects import FlowRun
 
     repository, _, tag = IMAGE.partition(":")
-    template = jt.base_job_template(jt.render_chart(["k8s/values-kind.yaml"],
-                                                    {"image.repository": repository, "image.tag": tag}))
+    template = jt.base_job_template(
+        jt.render_chart(["k8s/values-kind.yaml"], {"image.repository": repository, "image.tag": tag})
+    )
     run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="fields-test")
     return jt.as_stored(jt.job_manifest_for_flow_run(template, run))
 
 
 def plan(job: dict, tmp_path, **kw) -> replay.Pod:
-    return replay.plan_pod(job, kw.pop("secrets", SECRETS), {"EXTRA": "1"}, node=kw.pop("node", replay.kind_worker_node()),
-                           volume_root=tmp_path / "v", **kw)
+    return replay.plan_pod(
+        job,
+        kw.pop("secrets", SECRETS),
+        {"EXTRA": "1"},
+        node=kw.pop("node", replay.kind_worker_node()),
+        volume_root=tmp_path / "v",
+        **kw,
+    )
 
 
 def test_the_chart_job_maps_onto_docker_run(job, tmp_path):
     planned = plan(job, tmp_path)
     joined = " ".join(planned.argv)
-    for flag in ("--read-only", "--cap-drop ALL", "--security-opt no-new-privileges", "--user 1000:1000",
-                 "--network host", "--pull=never", "--memory 3221225472", "--env EXTRA=1",
-                 "--env PREFECT__FLOW_RUN_ID=", "--env AWS_ENDPOINT_URL=http://127.0.0.1:9000"):
+    for flag in (
+        "--read-only",
+        "--cap-drop ALL",
+        "--security-opt no-new-privileges",
+        "--user 1000:1000",
+        "--network host",
+        "--pull=never",
+        "--memory 3221225472",
+        "--env EXTRA=1",
+        "--env PREFECT__FLOW_RUN_ID=",
+        "--env AWS_ENDPOINT_URL=http://127.0.0.1:9000",
+    ):
         assert flag in joined, (flag, joined)
     assert IMAGE in planned.argv
     assert {p.name for p in (tmp_path / "v").iterdir()} == {"tmp", "home", "scratch"}
     assert planned.storage_limit == replay.quantity("3Gi")
 
 
-@pytest.mark.parametrize("change, error", [
-    (lambda j: pod(j).update(affinity={"nodeAffinity": {}}), replay.Unsupported),
-    (lambda j: pod(j).update(initContainers=[{"name": "x", "image": "busybox"}]), replay.Unsupported),
-    (lambda j: pod(j)["volumes"].append({"name": "cfg", "configMap": {"name": "x"}}), replay.Unsupported),
-    (lambda j: ctr(j).update(ports=[{"containerPort": 80}]), replay.Unsupported),
-    (lambda j: ctr(j)["securityContext"].update(procMount="Unmasked"), replay.Unsupported),
-    (lambda j: ctr(j)["env"].append({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.phase"}}}),
-     replay.Unsupported),
-    (lambda j: pod(j).update(parallelism=1), replay.Unsupported),  # not as_stored()
-    (lambda j: pod(j).update(automountServiceAccountToken=True), replay.Unsupported),
-    (lambda j: ctr(j)["resources"]["requests"].update(memory="10Ti"), replay.PodRejected),
-    (lambda j: ctr(j)["securityContext"].update(runAsUser=0), replay.PodRejected),
-])
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (lambda j: pod(j).update(affinity={"nodeAffinity": {}}), replay.Unsupported),
+        (lambda j: pod(j).update(initContainers=[{"name": "x", "image": "busybox"}]), replay.Unsupported),
+        (lambda j: pod(j)["volumes"].append({"name": "cfg", "configMap": {"name": "x"}}), replay.Unsupported),
+        (lambda j: ctr(j).update(ports=[{"containerPort": 80}]), replay.Unsupported),
+        (lambda j: ctr(j)["securityContext"].update(procMount="Unmasked"), replay.Unsupported),
+        (
+            lambda j: ctr(j)["env"].append({"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.phase"}}}),
+            replay.Unsupported,
+        ),
+        (lambda j: pod(j).update(parallelism=1), replay.Unsupported),  # not as_stored()
+        (lambda j: pod(j).update(automountServiceAccountToken=True), replay.Unsupported),
+        (lambda j: ctr(j)["resources"]["requests"].update(memory="10Ti"), replay.PodRejected),
+        (lambda j: ctr(j)["securityContext"].update(runAsUser=0), replay.PodRejected),
+    ],
+)
 def test_unknown_fields_are_refused(job, tmp_path, change, error):
     bad = copy.deepcopy(job)
     change(bad)

@@ -10,7 +10,6 @@ its observer is checked against the chart's Role.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,11 +18,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from samples import EK60_RAW, REPO
 from standin import Cluster, installed
-from worker_pod import WorkerPod
 from util import assert_matches_direct, ek60_copies, truncated_copy
+from worker_pod import WorkerPod
 
 sys.path.insert(0, str(REPO / "scripts"))
 import e2e_steps as steps  # noqa: E402
@@ -49,21 +47,34 @@ def cluster(image, prefect_server, s3_server, s3_env, s3_options, tmp_path_facto
     for bucket in (RAW, OUT):
         if not fs.exists(bucket):
             fs.call_s3("create_bucket", Bucket=bucket)
-    with installed(image, prefect_server, s3_env, tmp_path_factory.mktemp("worker-loop"),
-                   {"workPool.concurrencyLimit": QUEUE_LIMIT}) as c:
+    with installed(
+        image,
+        prefect_server,
+        s3_env,
+        tmp_path_factory.mktemp("worker-loop"),
+        {"workPool.concurrencyLimit": QUEUE_LIMIT},
+    ) as c:
         yield c
         worker_calls = [call for call in c.api.calls if call.who == "worker"]
-        print("\nworker + observer requests: " + ", ".join(
-            f"{verb} {resource} x{n}" for (verb, resource), n in sorted(
-                Counter((call.verb, call.resource) for call in worker_calls).items())), file=sys.stderr)
+        print(
+            "\nworker + observer requests: "
+            + ", ".join(
+                f"{verb} {resource} x{n}"
+                for (verb, resource), n in sorted(Counter((call.verb, call.resource) for call in worker_calls).items())
+            ),
+            file=sys.stderr,
+        )
 
 
 def explain(c: Cluster) -> str:
     """What the worker and the kubelet side saw, for a failing assertion."""
-    pods = "\n".join(f"--- pod {p.name} ({p.flow_run_id}): exit {p.exit_code} {p.reason}\n"
-                      + "\n".join(p.logs.splitlines()[-30:]) + "\n--- its flow run's log:\n"
-                      + "\n".join(r.message[:300] for r in steps.flow_run_logs(p.flow_run_id)[-20:])
-                      for p in c.kubelet.pods)
+    pods = "\n".join(
+        f"--- pod {p.name} ({p.flow_run_id}): exit {p.exit_code} {p.reason}\n"
+        + "\n".join(p.logs.splitlines()[-30:])
+        + "\n--- its flow run's log:\n"
+        + "\n".join(r.message[:300] for r in steps.flow_run_logs(p.flow_run_id)[-20:])
+        for p in c.kubelet.pods
+    )
     return f"{pods}\nkubelet errors: {c.kubelet.errors!r}\n--- worker log:\n{c.worker.logs()[-6000:]}"
 
 
@@ -78,15 +89,29 @@ def jobs_of(c: Cluster, flow_run_id) -> list[dict]:
 def settled_jobs(c: Cluster, flow_run_id) -> list[dict]:
     """The flow run's Jobs once each is Complete or Failed (a pod outlives its run's final
     state by the engine's shutdown)."""
-    return eventually(lambda: jobs_of(c, flow_run_id),
-                      lambda jobs: jobs and all(j["status"].get("conditions") for j in jobs))
+    return eventually(
+        lambda: jobs_of(c, flow_run_id), lambda jobs: jobs and all(j["status"].get("conditions") for j in jobs)
+    )
 
 
 def kubectl_get(c: Cluster) -> str:
     """What users run to watch flow runs on a cluster (README), with the stand-in's kubeconfig."""
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(c.api.kubeconfig("kubectl")), "get", "jobs,pods",
-                           "-l", "prefect.io/flow-run-id", "-n", c.namespace],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(c.api.kubeconfig("kubectl")),
+            "get",
+            "jobs,pods",
+            "-l",
+            "prefect.io/flow-run-id",
+            "-n",
+            c.namespace,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -97,17 +122,29 @@ def pod_events(flow_run_id) -> list[str]:
     from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
     with get_client(sync_client=True) as client:
-        response = client.request("POST", "/events/filter", json={"filter": EventFilter(
-            event=EventNameFilter(prefix=["prefect.kubernetes.pod."]),
-            related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-        ).model_dump(mode="json", exclude_unset=True), "limit": 50})
+        response = client.request(
+            "POST",
+            "/events/filter",
+            json={
+                "filter": EventFilter(
+                    event=EventNameFilter(prefix=["prefect.kubernetes.pod."]),
+                    related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+                ).model_dump(mode="json", exclude_unset=True),
+                "limit": 50,
+            },
+        )
     return sorted(e["event"] for e in response.json()["events"])
 
 
 def steps_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """scripts/e2e_steps.py as scripts/e2e.sh runs it on kind."""
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "e2e_steps.py"), *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "e2e_steps.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.returncode == 0, f"e2e_steps.py {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -115,8 +152,10 @@ def steps_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProces
 def test_batch_run_completes_as_a_job(cluster, s3_options, s3_env, tmp_path):
     raw, out = f"s3://{RAW}/batch", f"s3://{OUT}/batch"
     sources = steps.upload(ek60_copies(tmp_path / "raw", 2), raw, s3_options)
-    run_id = steps.trigger("convert-batch/echoflow", {
-        "sources": sources, "sonar_model": "EK60", "output_prefix": out, "output_type": "zarr"})
+    run_id = steps.trigger(
+        "convert-batch/echoflow",
+        {"sources": sources, "sonar_model": "EK60", "output_prefix": out, "output_type": "zarr"},
+    )
     runs = steps.wait([run_id], timeout=400)
     assert runs[run_id].state_name == "Completed", explain(cluster)
 
@@ -125,8 +164,9 @@ def test_batch_run_completes_as_a_job(cluster, s3_options, s3_env, tmp_path):
     assert steps_cli("logs", str(run_id)).stdout.count("converted s3://") == 2
     rows = steps.verify(out, s3_options, expect=2)
     local = next(p for p in ek60_copies(tmp_path / "raw", 2) if p.name == rows[0]["source"].rsplit("/", 1)[-1])
-    assert_matches_direct(rows[0]["output"], local, "EK60", tmp_path, storage_options=s3_options,
-                          source_url=rows[0]["source"])
+    assert_matches_direct(
+        rows[0]["output"], local, "EK60", tmp_path, storage_options=s3_options, source_url=rows[0]["source"]
+    )
     # The API: one Job, created by the worker from the chart's template, complete; its pod succeeded.
     (job,) = settled_jobs(cluster, run_id)
     assert job["status"]["succeeded"] == 1 and job["status"]["conditions"][-1]["type"] == "Complete"
@@ -136,8 +176,10 @@ def test_batch_run_completes_as_a_job(cluster, s3_options, s3_env, tmp_path):
     (pod,) = [p for p in cluster.kubelet.pods if p.flow_run_id == str(run_id)]
     assert pod.exit_code == 0 and "2 files: 2 converted" in pod.logs, explain(cluster)
     # The observer saw the pod through its watch and replicated its phases as Prefect events.
-    eventually(lambda: set(pod_events(run_id)),
-               lambda seen: {"prefect.kubernetes.pod.running", "prefect.kubernetes.pod.succeeded"} <= seen)
+    eventually(
+        lambda: set(pod_events(run_id)),
+        lambda seen: {"prefect.kubernetes.pod.running", "prefect.kubernetes.pod.succeeded"} <= seen,
+    )
     # kubectl finds the run's Job and pod with their status.
     listing = kubectl_get(cluster)
     line = next(row for row in listing.splitlines() if job["metadata"]["name"] in row and row.startswith("job"))
@@ -151,8 +193,10 @@ def test_restarted_worker_picks_up_where_it_was(cluster, s3_options, tmp_path):
     the Job and pod it did not see created, and the next runs are submitted by the new pod
     (the tests after this one check their Jobs' worker-name label)."""
     sources = steps.upload(ek60_copies(tmp_path / "raw", 1), f"s3://{RAW}/restart", s3_options)
-    run_id = steps.trigger("convert-batch/echoflow", {
-        "sources": sources, "sonar_model": "EK60", "output_type": "zarr", "output_prefix": f"s3://{OUT}/restart"})
+    run_id = steps.trigger(
+        "convert-batch/echoflow",
+        {"sources": sources, "sonar_model": "EK60", "output_type": "zarr", "output_prefix": f"s3://{OUT}/restart"},
+    )
     wait_state(run_id, "Running")
     old = cluster.worker.name
     cluster.worker.stop()
@@ -170,9 +214,18 @@ def test_cruise_fans_out_into_child_jobs_under_the_queue_limit(cluster, s3_optio
     raw, out = f"s3://{RAW}/cruise", f"s3://{OUT}/cruise"
     good = steps.upload([EK60_RAW] * 2, raw, s3_options, steps.ek60_names(2))
     corrupt = steps.upload([truncated_copy(tmp_path, 0.3)], raw, s3_options)[0]
-    parent = steps.trigger("convert-cruise/echoflow", {
-        "sources": [f"{raw}/*.raw"], "sonar_model": "EK60", "output_prefix": out, "output_type": "zarr",
-        "files_per_job": 1, "concurrency": 1, "poll_seconds": 2})
+    parent = steps.trigger(
+        "convert-cruise/echoflow",
+        {
+            "sources": [f"{raw}/*.raw"],
+            "sonar_model": "EK60",
+            "output_prefix": out,
+            "output_type": "zarr",
+            "files_per_job": 1,
+            "concurrency": 1,
+            "poll_seconds": 2,
+        },
+    )
     runs = steps.wait([parent], timeout=600)
     assert runs[parent].state_name == "PartiallyFailed", explain(cluster)
 
@@ -215,8 +268,10 @@ def test_pod_killed_while_starting_is_marked_crashed_with_its_log(cluster):
     """The container is killed (SIGKILL, exit 137, as a node's OOM killer does) while the
     flow is being loaded, before the run is Running: nothing in the pod can report it, so
     the observer marks the run Crashed from the failed Job and forwards the pod's log tail."""
-    run_id = steps.trigger("convert-batch/echoflow", {
-        "sources": [f"s3://{RAW}/batch/*.raw"], "sonar_model": "EK60", "output_prefix": f"s3://{OUT}/killed"})
+    run_id = steps.trigger(
+        "convert-batch/echoflow",
+        {"sources": [f"s3://{RAW}/batch/*.raw"], "sonar_model": "EK60", "output_prefix": f"s3://{OUT}/killed"},
+    )
     cluster.kubelet.kill_on_log[str(run_id)] = "Downloading flow code"
     runs = steps.wait([run_id], timeout=300)
     assert runs[run_id].state_name == "Crashed", explain(cluster)
@@ -230,7 +285,7 @@ def test_pod_killed_while_starting_is_marked_crashed_with_its_log(cluster):
     # The observer read the pod's log through pods/log and put its tail into the run's log.
     header = f"Container logs from container 'prefect-job' in pod '{pod.name}':"
     messages = eventually(lambda: [r.message for r in steps.flow_run_logs(run_id)], lambda m: header in m)
-    excerpt = messages[messages.index(header) + 1:]
+    excerpt = messages[messages.index(header) + 1 :]
     assert "Downloading flow code" in pod.logs
     assert any("Downloading flow code" in m for m in excerpt), (pod.logs[-2000:], excerpt[-5:])
     listing = kubectl_get(cluster)
@@ -262,11 +317,18 @@ def test_cancel_stops_the_running_job(cluster, s3_options, tmp_path, prefect_ser
     pod cancels it (the worker only deletes Jobs of runs it is still submitting), the pod
     exits and the Job ends; outputs stop part-way."""
     sources = steps.upload(ek60_copies(tmp_path / "raw", 4), f"s3://{RAW}/cancel", s3_options)
-    run_id = steps.trigger("convert-batch/echoflow", {
-        "sources": sources, "sonar_model": "EK60", "output_prefix": f"s3://{OUT}/cancel", "concurrency": 1})
+    run_id = steps.trigger(
+        "convert-batch/echoflow",
+        {"sources": sources, "sonar_model": "EK60", "output_prefix": f"s3://{OUT}/cancel", "concurrency": 1},
+    )
     wait_state(run_id, "Running")
-    proc = subprocess.run([str(BIN / "prefect"), "flow-run", "cancel", str(run_id)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "PREFECT_API_URL": prefect_server})
+    proc = subprocess.run(
+        [str(BIN / "prefect"), "flow-run", "cancel", str(run_id)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PREFECT_API_URL": prefect_server},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = steps.wait([run_id], timeout=180)
     assert runs[run_id].state_name == "Cancelled", explain(cluster)
@@ -285,8 +347,14 @@ def test_worker_and_observer_stay_within_the_chart_role(cluster):
     assert denied == [], denied
     made = {(c.verb, c.resource) for c in worker}
     # Submission, both watches and the crash-log read all happened, all in the Role.
-    assert {("create", "jobs"), ("list", "jobs"), ("watch", "jobs"), ("list", "pods"),
-            ("watch", "pods"), ("get", "pods/log")} <= made, sorted(made)
+    assert {
+        ("create", "jobs"),
+        ("list", "jobs"),
+        ("watch", "jobs"),
+        ("list", "pods"),
+        ("watch", "pods"),
+        ("get", "pods/log"),
+    } <= made, sorted(made)
     assert {c.namespace for c in worker} == {cluster.namespace}
 
 
@@ -294,9 +362,14 @@ def test_observer_without_its_namespace_setting_is_denied(cluster, tmp_path, pre
     """Negative control: without PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES the
     observer watches cluster-wide, which the chart's namespaced Role does not allow."""
     (tmp_path / "worker").mkdir()
-    control = WorkerPod.from_chart(cluster.objects, cluster.image, api_url=prefect_server,
-                                   kubeconfig=cluster.api.kubeconfig("control"), workdir=tmp_path / "worker",
-                                   drop_env=("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES",))
+    control = WorkerPod.from_chart(
+        cluster.objects,
+        cluster.image,
+        api_url=prefect_server,
+        kubeconfig=cluster.api.kubeconfig("control"),
+        workdir=tmp_path / "worker",
+        drop_env=("PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES",),
+    )
     control.start()
     try:
         deadline = time.monotonic() + 120
@@ -307,4 +380,6 @@ def test_observer_without_its_namespace_setting_is_denied(cluster, tmp_path, pre
         control.stop(grace=5)
     denied = sorted({str(c) for c in cluster.api.calls if c.who == "control" and not c.allowed})
     print(f"\nnegative control denials: {denied}", file=sys.stderr)
-    assert "control: list batch/jobs cluster-wide DENIED" in denied or "control: list pods cluster-wide DENIED" in denied
+    assert (
+        "control: list batch/jobs cluster-wide DENIED" in denied or "control: list pods cluster-wide DENIED" in denied
+    )

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 import httpx
-
 from e2e_docker import docker
 from podspec import Node, resolve_env
 
@@ -42,8 +41,11 @@ def chart_data(objects: list[dict], kind: str) -> dict[str, dict[str, str]]:
     found = {}
     for obj in objects:
         if obj and obj.get("kind") == kind:
-            data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()} \
-                if kind == "Secret" else dict(obj.get("data") or {})
+            data = (
+                {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+                if kind == "Secret"
+                else dict(obj.get("data") or {})
+            )
             found[obj["metadata"]["name"]] = {**data, **(obj.get("stringData") or {})}
     return found
 
@@ -63,17 +65,38 @@ class WorkerPod:
     names: list[str] = field(default_factory=list)  # every pod name it ran under
 
     @classmethod
-    def from_chart(cls, objects: list[dict], image: str, *, api_url: str, kubeconfig: Path,
-                   workdir: Path, drop_env: tuple[str, ...] = ()) -> "WorkerPod":
-        deployments = [o for o in objects if o and o["kind"] == "Deployment"
-                       and any(c["name"] == "worker" for c in o["spec"]["template"]["spec"]["containers"])]
+    def from_chart(
+        cls,
+        objects: list[dict],
+        image: str,
+        *,
+        api_url: str,
+        kubeconfig: Path,
+        workdir: Path,
+        drop_env: tuple[str, ...] = (),
+    ) -> "WorkerPod":
+        deployments = [
+            o
+            for o in objects
+            if o
+            and o["kind"] == "Deployment"
+            and any(c["name"] == "worker" for c in o["spec"]["template"]["spec"]["containers"])
+        ]
         if len(deployments) != 1:
             raise LookupError(f"expected one worker Deployment in the rendered chart, found {len(deployments)}")
         pod_spec = deployments[0]["spec"]["template"]["spec"]
         container = next(c for c in pod_spec["containers"] if c["name"] == "worker")
         (workdir / "kubeconfig").write_bytes(kubeconfig.read_bytes())
-        return cls(container, pod_spec, image, {"PREFECT_API_URL": api_url, "KUBECONFIG": KUBECONFIG_PATH},
-                   chart_data(objects, "Secret"), chart_data(objects, "ConfigMap"), workdir, drop_env)
+        return cls(
+            container,
+            pod_spec,
+            image,
+            {"PREFECT_API_URL": api_url, "KUBECONFIG": KUBECONFIG_PATH},
+            chart_data(objects, "Secret"),
+            chart_data(objects, "ConfigMap"),
+            workdir,
+            drop_env,
+        )
 
     def _mounts(self) -> list[str]:
         volumes = {v["name"]: v for v in self.pod_spec.get("volumes") or []}
@@ -97,8 +120,14 @@ class WorkerPod:
         return argv
 
     def _security(self) -> list[str]:
-        sc = {**{k: v for k, v in (self.pod_spec.get("securityContext") or {}).items()
-                 if k in ("runAsUser", "runAsGroup")}, **(self.container.get("securityContext") or {})}
+        sc = {
+            **{
+                k: v
+                for k, v in (self.pod_spec.get("securityContext") or {}).items()
+                if k in ("runAsUser", "runAsGroup")
+            },
+            **(self.container.get("securityContext") or {}),
+        }
         argv = ["--user", f"{sc.get('runAsUser', 1000)}:{sc.get('runAsGroup', 1000)}"]
         if sc.get("readOnlyRootFilesystem"):
             argv.append("--read-only")
@@ -113,9 +142,15 @@ class WorkerPod:
         self.name = f"echoflow-worker-e2e{next(_names)}-{int(time.time()) % 100000}"
         self.names.append(self.name)
         self.port = free_port()
-        pod = {"name": self.name, "namespace": "echoflow", "uid": self.name, "node": Node(),
-               "serviceAccountName": self.pod_spec.get("serviceAccountName", "default"),
-               "labels": {}, "annotations": {}}
+        pod = {
+            "name": self.name,
+            "namespace": "echoflow",
+            "uid": self.name,
+            "node": Node(),
+            "serviceAccountName": self.pod_spec.get("serviceAccountName", "default"),
+            "labels": {},
+            "annotations": {},
+        }
         env = resolve_env(self.container, pod, self.secrets, self.config_maps, {})
         env.update(self.overrides, PREFECT_WORKER_WEBSERVER_PORT=str(self.port))
         for name in self.drop_env:
@@ -155,5 +190,7 @@ class WorkerPod:
 
 
 def secret_objects(secrets: Mapping[str, Mapping[str, str]]) -> list[dict]:
-    return [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque",
-             "stringData": dict(data)} for name, data in secrets.items()]
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque", "stringData": dict(data)}
+        for name, data in secrets.items()
+    ]

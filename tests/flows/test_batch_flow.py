@@ -1,11 +1,11 @@
 """convert_batch: parallel files, per-file isolation, idempotence, summary."""
 
 import pytest
+from prefect_api import artifacts, flow_run_logs, task_runs
+from util import assert_matches_direct, ek60_copies, junk_file, truncated_copy
 
 from echoflow.flows.batch import convert_batch
 from echoflow.storage import read_marker
-from prefect_api import artifacts, flow_run_logs, task_runs
-from util import assert_matches_direct, ek60_copies, junk_file, truncated_copy
 
 
 def test_bad_files_fail_alone_and_the_rest_complete(tmp_path):
@@ -14,8 +14,14 @@ def test_bad_files_fail_alone_and_the_rest_complete(tmp_path):
     junk = junk_file(tmp_path / "raw")
     missing = tmp_path / "raw" / "DY1801_EK60-D20180213-T000000.raw"
     out = tmp_path / "out"
-    state = convert_batch(sources=[str(tmp_path / "raw" / "*.raw"), str(missing)], sonar_model="EK60",
-                          output_prefix=str(out), output_type="zarr", concurrency=2, return_state=True)
+    state = convert_batch(
+        sources=[str(tmp_path / "raw" / "*.raw"), str(missing)],
+        sonar_model="EK60",
+        output_prefix=str(out),
+        output_type="zarr",
+        concurrency=2,
+        return_state=True,
+    )
     assert state.is_failed() and state.name == "PartiallyFailed"
     assert state.message == "6 files: 3 converted, 0 skipped (already complete), 3 failed"
     summary = state.result(raise_on_failure=False)
@@ -46,8 +52,13 @@ def test_bad_files_fail_alone_and_the_rest_complete(tmp_path):
 
 def test_rerun_skips_complete_outputs_and_overwrite_redoes_them(tmp_path):
     raws = ek60_copies(tmp_path / "raw", 2)
-    kwargs = dict(sources=[str(p) for p in raws], sonar_model="EK60", output_prefix=str(tmp_path / "out"),
-                  output_type="netcdf", concurrency=1)
+    kwargs = dict(
+        sources=[str(p) for p in raws],
+        sonar_model="EK60",
+        output_prefix=str(tmp_path / "out"),
+        output_type="netcdf",
+        concurrency=1,
+    )
     first = convert_batch(**kwargs, return_state=True).result()
     assert [f["status"] for f in first["files"]] == ["converted", "converted"]
     again = convert_batch(**kwargs, return_state=True).result()
@@ -60,18 +71,29 @@ def test_rerun_skips_complete_outputs_and_overwrite_redoes_them(tmp_path):
 def test_output_name_collisions_do_not_overwrite(tmp_path):
     a = ek60_copies(tmp_path / "a", 1)[0]
     b = ek60_copies(tmp_path / "b", 1)[0]
-    state = convert_batch(sources=[str(a), str(b)], sonar_model="EK60", output_prefix=str(tmp_path / "out"),
-                          concurrency=1, return_state=True)
+    state = convert_batch(
+        sources=[str(a), str(b)],
+        sonar_model="EK60",
+        output_prefix=str(tmp_path / "out"),
+        concurrency=1,
+        return_state=True,
+    )
     files = state.result(raise_on_failure=False)["files"]
-    assert [f["status"] for f in files] == ["failed", "converted"] or [f["status"] for f in files] == ["converted", "failed"]
+    assert [f["status"] for f in files] == ["failed", "converted"] or [f["status"] for f in files] == [
+        "converted",
+        "failed",
+    ]
     assert "would overwrite" in next(f["error"] for f in files if f["status"] == "failed")
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"output_type": "hdf5"}, "'netcdf'"),
-    ({"sonar_model": "EK99"}, "unknown sonar model 'EK99'"),
-    ({"sonar_model": "AZFP"}, "needs its instrument XML"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"output_type": "hdf5"}, "'netcdf'"),
+        ({"sonar_model": "EK99"}, "unknown sonar model 'EK99'"),
+        ({"sonar_model": "AZFP"}, "needs its instrument XML"),
+    ],
+)
 def test_bad_parameters_fail_before_any_file(tmp_path, bad, message):
     raws = ek60_copies(tmp_path / "raw", 1)
     params = dict(sources=[str(raws[0])], sonar_model="EK60", output_prefix=str(tmp_path / "out"), **{})

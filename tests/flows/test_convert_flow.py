@@ -3,17 +3,22 @@
 from pathlib import Path
 
 import pytest
-
+from prefect_api import flow_run_logs, task_runs
 from samples import AZFP_RAW, AZFP_XML, EK60_RAW
+from util import assert_matches_direct
+
 from echoflow.flows.convert import convert_raw_sonar
 from echoflow.storage import read_marker
-from prefect_api import flow_run_logs, task_runs
-from util import assert_matches_direct
 
 
 def test_ek60_to_zarr_matches_echopype(tmp_path):
-    state = convert_raw_sonar(raw_file=str(EK60_RAW), sonar_model="EK60", output_path=str(tmp_path / "out"),
-                              output_type="zarr", return_state=True)
+    state = convert_raw_sonar(
+        raw_file=str(EK60_RAW),
+        sonar_model="EK60",
+        output_path=str(tmp_path / "out"),
+        output_type="zarr",
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     path = state.result()
     assert path == str(tmp_path / "out" / "DY1801_EK60-D20180211-T164025.zarr")
@@ -30,15 +35,15 @@ def test_ek60_to_zarr_matches_echopype(tmp_path):
 
 def test_azfp_with_xml_to_netcdf_matches_echopype(tmp_path):
     out = tmp_path / "azfp.nc"
-    path = convert_raw_sonar(raw_file=str(AZFP_RAW), sonar_model="AZFP", xml_path=str(AZFP_XML),
-                             output_path=str(out))
+    path = convert_raw_sonar(raw_file=str(AZFP_RAW), sonar_model="AZFP", xml_path=str(AZFP_XML), output_path=str(out))
     assert path == str(out)
     assert_matches_direct(path, AZFP_RAW, "AZFP", tmp_path, xml=AZFP_XML)
 
 
 def test_unknown_output_type_fails_before_reading(tmp_path):
-    state = convert_raw_sonar(raw_file=str(EK60_RAW), sonar_model="EK60", output_path=str(tmp_path),
-                              output_type="hdf5", return_state=True)
+    state = convert_raw_sonar(
+        raw_file=str(EK60_RAW), sonar_model="EK60", output_path=str(tmp_path), output_type="hdf5", return_state=True
+    )
     assert state.is_failed()
     assert "'netcdf'" in state.message and "'zarr'" in state.message
     assert task_runs(state.state_details.flow_run_id) == []  # no task ran: nothing was read
@@ -57,9 +62,10 @@ def test_complete_output_is_kept_unless_overwrite(tmp_path):
 
 
 def test_wrong_model_fails_with_reason(tmp_path):
-    state = convert_raw_sonar(raw_file=str(AZFP_RAW), sonar_model="EK60", output_path=str(tmp_path),
-                              return_state=True)
+    state = convert_raw_sonar(raw_file=str(AZFP_RAW), sonar_model="EK60", output_path=str(tmp_path), return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match=r"17031001.01A: (does not start like EK60 data|cannot be read as EK60 data).*--sonar-model"):
+    with pytest.raises(
+        Exception, match=r"17031001.01A: (does not start like EK60 data|cannot be read as EK60 data).*--sonar-model"
+    ):
         state.result()
     assert not any(Path(tmp_path).iterdir())

@@ -1,16 +1,23 @@
 """convert_cruise run locally (chunks as subflows): gathering, partial failure, re-run."""
 
+from util import ek60_copies, truncated_copy
+
 from echoflow.flows.cruise import convert_cruise
 from echoflow.storage import read_marker
-from util import ek60_copies, truncated_copy
 
 
 def test_cruise_chunks_gather_and_rerun_only_missing(tmp_path):
     raws = ek60_copies(tmp_path / "raw", 3)
     cut = truncated_copy(tmp_path / "raw", 0.3)
     out = tmp_path / "out"
-    kwargs = dict(sources=[str(tmp_path / "raw" / "*.raw")], sonar_model="EK60", output_prefix=str(out),
-                  files_per_job=2, concurrency=1, batch_deployment=None)
+    kwargs = dict(
+        sources=[str(tmp_path / "raw" / "*.raw")],
+        sonar_model="EK60",
+        output_prefix=str(out),
+        files_per_job=2,
+        concurrency=1,
+        batch_deployment=None,
+    )
     state = convert_cruise(**kwargs, return_state=True)
     assert state.name == "PartiallyFailed"
     files = {f["source"].rsplit("/", 1)[-1]: f for f in state.result(raise_on_failure=False)["files"]}

@@ -23,8 +23,17 @@ def test_deploy_creates_then_changes_nothing(prefect_server, tmp_path):
     template["variables"]["properties"]["image"]["default"] = "echoflow:test"
     path = tmp_path / "template.json"
     path.write_text(json.dumps(template))
-    args = ["--pool", "deploy-test", "--image", "registry.example/echoflow:1.2.3", "--create-pool",
-            "--base-job-template", str(path), "--concurrency-limit", "4"]
+    args = [
+        "--pool",
+        "deploy-test",
+        "--image",
+        "registry.example/echoflow:1.2.3",
+        "--create-pool",
+        "--base-job-template",
+        str(path),
+        "--concurrency-limit",
+        "4",
+    ]
 
     first = deploy(prefect_server, *args)
     assert first.returncode == 0, first.stderr

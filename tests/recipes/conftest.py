@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from recipe_samples import COPY_TIMES, make_batch
 
 

@@ -41,12 +41,15 @@ def adjacent_copies(folder: Path, seconds: list[int]) -> list[Path]:
     """Copies of the 70 s EK60 sample starting `seconds` after it: 72 s apart, each file's
     last 20 s bin is also the next file's first."""
     folder.mkdir(parents=True)
-    return [shifted_copy(EK60_RAW, folder / simrad_name(EK60_TIME + timedelta(seconds=s)), timedelta(seconds=s))
-            for s in seconds]
+    return [
+        shifted_copy(EK60_RAW, folder / simrad_name(EK60_TIME + timedelta(seconds=s)), timedelta(seconds=s))
+        for s in seconds
+    ]
 
 
-def group_recipe(folder: Path, out: Path, concurrency: int = 2, extra: str = "",
-                 mvbs: str = "range_bin: 20m, ping_time_bin: 20s") -> str:
+def group_recipe(
+    folder: Path, out: Path, concurrency: int = 2, extra: str = "", mvbs: str = "range_bin: 20m, ping_time_bin: 20s"
+) -> str:
     """Files → Sv → MVBS per file, then the MVBS of the group `dy`."""
     return f"""
 name: dy

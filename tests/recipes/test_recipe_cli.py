@@ -8,13 +8,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from recipe_samples import COPY_TIMES, simrad_name
+from samples import AZFP_RAW, AZFP_XML, REPO
 from typer.testing import CliRunner
 
 from echoflow.cli import app
 from echoflow.recipes import RecipeError, load_recipe
 from echoflow.storage import stem
-from samples import AZFP_RAW, AZFP_XML, REPO
-from recipe_samples import COPY_TIMES, simrad_name
 
 runner = CliRunner()
 
@@ -31,8 +31,13 @@ def archive(s3_server, s3_options, ek60_batch) -> str:
     import s3fs
 
     bucket = f"archive-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", aws_access_key_id=s3_options["key"], aws_secret_access_key=s3_options["secret"],
-                 endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket, ACL="public-read")
+    boto3.client(
+        "s3",
+        aws_access_key_id=s3_options["key"],
+        aws_secret_access_key=s3_options["secret"],
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket, ACL="public-read")
     fs = s3fs.S3FileSystem(**s3_options)
     folder = f"{bucket}/data/raw/Discovery/DY1801/EK60"
     for p in ek60_batch:
@@ -51,9 +56,23 @@ def test_discover_lists_window_count_and_bytes(archive, s3_anon_options, ek60_ba
 
     fs = s3fs.S3FileSystem(**s3_anon_options)
     before = sorted(fs.find(archive))
-    result, text = invoke("discover", f"s3://{archive}/data/raw", "--ship", "Discovery", "--cruise", "DY1801",
-                          "--instrument", "EK60", "--start", "2018-02-11T16:30", "--end", "2018-02-11T17:30",
-                          "--anon", "--option", endpoint(s3_anon_options))
+    result, text = invoke(
+        "discover",
+        f"s3://{archive}/data/raw",
+        "--ship",
+        "Discovery",
+        "--cruise",
+        "DY1801",
+        "--instrument",
+        "EK60",
+        "--start",
+        "2018-02-11T16:30",
+        "--end",
+        "2018-02-11T17:30",
+        "--anon",
+        "--option",
+        endpoint(s3_anon_options),
+    )
     assert result.exit_code == 0, text
     size = ek60_batch[0].stat().st_size
     assert f"would process 2 files, {2 * size} bytes" in text
@@ -67,8 +86,19 @@ def test_discover_lists_window_count_and_bytes(archive, s3_anon_options, ek60_ba
 
 
 def test_discover_missing_cruise_is_a_clear_error(archive, s3_anon_options) -> None:
-    result, text = invoke("discover", f"s3://{archive}/data/raw", "--ship", "Discovery", "--cruise", "DY9999",
-                          "--instrument", "EK60", "--anon", "--option", endpoint(s3_anon_options))
+    result, text = invoke(
+        "discover",
+        f"s3://{archive}/data/raw",
+        "--ship",
+        "Discovery",
+        "--cruise",
+        "DY9999",
+        "--instrument",
+        "EK60",
+        "--anon",
+        "--option",
+        endpoint(s3_anon_options),
+    )
     assert result.exit_code == 2
     assert "no such folder" in text and "DY9999" in text
 
@@ -95,15 +125,19 @@ stages: [open_raw, combine_echodata, compute_Sv, compute_MVBS]
     assert f"would process 3 files, {3 * ek60_batch[0].stat().st_size} bytes" in text
     assert "1 without a time in the name, left out" in text
     flat = " ".join(text.split())
-    assert ("per file: open_raw → compute_Sv → compute_MVBS (in memory; written: compute_MVBS); "
-            "after combine_echodata, per group (one group): compute_MVBS") in flat
+    assert (
+        "per file: open_raw → compute_Sv → compute_MVBS (in memory; written: compute_MVBS); "
+        "after combine_echodata, per group (one group): compute_MVBS"
+    ) in flat
     assert not out.exists() and not home.exists()
 
 
 def test_bad_recipe_fails_before_any_work(tmp_path: Path) -> None:
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text(f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path / 'out'}}}\n"
-                      "stages:\n  - open_raw\n  - compute_MVBS\n")
+    recipe.write_text(
+        f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path / 'out'}}}\n"
+        "stages:\n  - open_raw\n  - compute_MVBS\n"
+    )
     result, text = invoke("run", str(recipe), ECHOFLOW_HOME=str(tmp_path / "home"))
     assert result.exit_code == 2
     assert f"{recipe}:6: stages[1]: compute_MVBS needs compute_Sv before it" in " ".join(text.split())
@@ -144,9 +178,13 @@ def test_recipe_from_a_url_names_the_url_in_errors(archive, s3_options, s3_anon_
     import s3fs
 
     url = f"s3://{archive}/recipes/bad.yaml"
-    s3fs.S3FileSystem(**s3_options).pipe_file(url, (
-        f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path}}}\n"
-        "stages: [open_raw, compute_Sv, {compute_MVBS: {ping_time_bin: 20 parsecs}}]\n").encode())
+    s3fs.S3FileSystem(**s3_options).pipe_file(
+        url,
+        (
+            f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path}}}\n"
+            "stages: [open_raw, compute_Sv, {compute_MVBS: {ping_time_bin: 20 parsecs}}]\n"
+        ).encode(),
+    )
     with pytest.raises(RecipeError) as info:
         load_recipe(url, s3_anon_options)
     assert str(info.value).startswith(f"{url}:4: stages[2].compute_MVBS.ping_time_bin: '20 parsecs'")

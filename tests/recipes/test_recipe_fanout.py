@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
-
-from echoflow import deploy
 from prefect_api import artifacts
 from recipe_samples import adjacent_copies, group_recipe
+
+from echoflow import deploy
 
 BIN = Path(sys.executable).parent
 
@@ -40,8 +40,13 @@ def pool(prefect_server, tmp_path):
         deploy.ensure_deployment(client, "run-recipe", name, spec)
     log = tmp_path / "worker.log"
     env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "ECHOFLOW_HOME": str(tmp_path / "home")}
-    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", name, "--type", "process"],
-                              env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", name, "--type", "process"],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         yield name
     finally:
@@ -54,8 +59,9 @@ def children(parent_id) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id])))
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]))
+        )
 
 
 def test_recipe_fans_out_as_child_runs_within_the_queue_limit(pool: str, tmp_path: Path) -> None:
@@ -71,7 +77,10 @@ def test_recipe_fans_out_as_child_runs_within_the_queue_limit(pool: str, tmp_pat
 
     kids = sorted(children(parent.id), key=lambda r: r.start_time)
     assert [k.parameters["part"] for k in kids] == [
-        {"files": [raws[0].stem, raws[1].stem]}, {"files": [raws[2].stem]}, {"groups": ["dy"]}]
+        {"files": [raws[0].stem, raws[1].stem]},
+        {"files": [raws[2].stem]},
+        {"groups": ["dy"]},
+    ]
     assert all(k.work_queue_name == "conversions" and k.state.is_completed() for k in kids)
     for a, b in zip(kids, kids[1:]):  # the queue's limit of 1: one child at a time
         assert a.end_time <= b.start_time

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 import xarray as xr
-
-from echoflow.recipes.flow import run_recipe
-from echoflow.storage import read_marker, stem
 from prefect_api import artifacts
 from recipe_samples import adjacent_copies, group_recipe
 from samples import AZFP_RAW, AZFP_XML, EK60_RAW
+
+from echoflow.recipes.flow import run_recipe
+from echoflow.storage import read_marker, stem
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -88,8 +88,10 @@ def test_per_file_chains_match_echopype_then_skip(ek60_batch: list[Path], tmp_pa
     state, result = run(recipe)
     assert state.is_completed(), state.message
     items = [p.stem for p in ek60_batch]
-    assert statuses(result) == {**{("compute_Sv", i): "computed" for i in items},
-                                **{("compute_MVBS", i): "computed" for i in items}}
+    assert statuses(result) == {
+        **{("compute_Sv", i): "computed" for i in items},
+        **{("compute_MVBS", i): "computed" for i in items},
+    }
     assert sorted(p.name for p in out.iterdir()) == ["compute_MVBS", "compute_Sv"]  # open_raw stayed in memory
 
     e = ep()
@@ -178,8 +180,9 @@ def test_groups_by_gap_and_by_schedule(ek60_batch: list[Path], tmp_path: Path) -
     per-file outputs of the first (same stages, same fingerprints)."""
     out = tmp_path / "out"
     schedule = tmp_path / "transects.csv"
-    schedule.write_text("name,start,end\nT1,2018-02-11T16:30:00,2018-02-11T16:50:00\n"
-                        "T2,2018-02-11T16:50:00,2018-02-11T18:00:00\n")
+    schedule.write_text(
+        "name,start,end\nT1,2018-02-11T16:30:00,2018-02-11T16:50:00\nT2,2018-02-11T16:50:00,2018-02-11T18:00:00\n"
+    )
     recipe = group_recipe(ek60_batch[0].parent, out)
     state, result = run(recipe + "groups: {gap: 30min}\n")
     assert state.is_completed(), state.message
@@ -205,8 +208,10 @@ def test_groups_by_gap_and_by_schedule(ek60_batch: list[Path], tmp_path: Path) -
 
 def test_bad_recipe_fails_the_run_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    state, result = run(f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {out}}}\n"
-                        "stages:\n  - open_raw\n  - add_depth\n")
+    state, result = run(
+        f"source: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {out}}}\n"
+        "stages:\n  - open_raw\n  - add_depth\n"
+    )
     assert state.is_failed()
     assert "<recipe>:6: stages[1]: add_depth needs compute_Sv before it" in str(result)
     assert not out.exists()
@@ -257,8 +262,11 @@ stages:
     state, result = run(recipe)
     assert state.is_completed(), state.message
     item = stem(str(AZFP_RAW))  # keeps AZFP's numbered suffix
-    assert statuses(result) == {("open_raw", item): "converted", ("compute_Sv", item): "computed",
-                                ("compute_MVBS", item): "computed"}
+    assert statuses(result) == {
+        ("open_raw", item): "converted",
+        ("compute_Sv", item): "computed",
+        ("compute_MVBS", item): "computed",
+    }
     e = ep()
     ed = e.open_raw(str(AZFP_RAW), sonar_model="AZFP", xml_path=str(AZFP_XML))
     sv = e.calibrate.compute_Sv(ed, env_params={"salinity": 29.6, "pressure": 60})
@@ -267,8 +275,12 @@ stages:
     ours_mvbs = xr.open_zarr(out / "compute_MVBS" / f"{item}.zarr")
     ours_ed = e.open_converted(str(out / "open_raw" / f"{item}.zarr"))
     # the Sv was computed from the file in memory, so it names the raw file, not the zarr
-    assert_same(ours_sv, e.calibrate.compute_Sv(ours_ed, env_params={"salinity": 29.6, "pressure": 60}),
-                exact=True, skip=("source_filenames",))
+    assert_same(
+        ours_sv,
+        e.calibrate.compute_Sv(ours_ed, env_params={"salinity": 29.6, "pressure": 60}),
+        exact=True,
+        skip=("source_filenames",),
+    )
     assert ours_sv["source_filenames"].values[0] == str(AZFP_RAW)
     assert_same(ours_sv, sv, exact=False, skip=("source_filenames",))
     assert_same(ours_mvbs, mvbs, exact=False)
@@ -282,8 +294,9 @@ stages:
     assert "compute_MVBS: {range_bin: 10m" in text.data
 
 
-def test_s3_source_and_output(public_bucket: str, private_bucket: str, s3_options: dict,
-                              s3_anon_options: dict, monkeypatch) -> None:
+def test_s3_source_and_output(
+    public_bucket: str, private_bucket: str, s3_options: dict, s3_anon_options: dict, monkeypatch
+) -> None:
     """NCEI-style anonymous archive in, credentialed bucket out; the credentials come by
     environment and never reach Prefect's stored parameters."""
     import s3fs
@@ -337,12 +350,13 @@ stages: [open_raw, compute_Sv, {{compute_MVBS: {{range_bin: 20m, ping_time_bin: 
 def flow_run_record(state) -> dict:
     """What Prefect stored about the run and its task runs (parameters, inputs, artifacts)."""
     from prefect.client.orchestration import get_client
-
     from prefect_api import task_runs
 
     run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-    return {"run": run.model_dump(mode="json"),
-            "tasks": [t.model_dump(mode="json") for t in task_runs(run_id)],
-            "artifacts": [a.model_dump(mode="json") for a in artifacts(run_id)]}
+    return {
+        "run": run.model_dump(mode="json"),
+        "tasks": [t.model_dump(mode="json") for t in task_runs(run_id)],
+        "artifacts": [a.model_dump(mode="json") for a in artifacts(run_id)],
+    }

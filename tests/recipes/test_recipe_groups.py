@@ -17,30 +17,38 @@ T0 = datetime(2018, 2, 11, 16, 0)
 
 
 def recipe(tmp_path: Path, groups: str):
-    return load_recipe(f"name: dy\nsource: {{url: {tmp_path}}}\nsonar_model: EK60\n"
-                       f"output: {{prefix: {tmp_path / 'out'}}}\n"
-                       f"stages: [open_raw, combine_echodata, compute_Sv]\ngroups: {groups}\n")
+    return load_recipe(
+        f"name: dy\nsource: {{url: {tmp_path}}}\nsonar_model: EK60\n"
+        f"output: {{prefix: {tmp_path / 'out'}}}\n"
+        f"stages: [open_raw, combine_echodata, compute_Sv]\ngroups: {groups}\n"
+    )
 
 
 def spans(*minutes: tuple[int, int]) -> list[Span]:
     """Files starting and ending at these minutes after T0."""
-    return [Span(item=f"f{i}", first=T0 + timedelta(minutes=a), last=T0 + timedelta(minutes=b))
-            for i, (a, b) in enumerate(minutes)]
+    return [
+        Span(item=f"f{i}", first=T0 + timedelta(minutes=a), last=T0 + timedelta(minutes=b))
+        for i, (a, b) in enumerate(minutes)
+    ]
 
 
 def test_gap_starts_a_new_group_after_a_long_pause(tmp_path: Path) -> None:
     r = recipe(tmp_path, "{gap: 30min}")
     # pauses: 5 min, 40 min, 30 min (not longer than the gap)
     groups, outside = make_groups(r, spans((0, 10), (15, 25), (65, 70), (100, 110)))
-    assert [(g.name, g.items) for g in groups] == [("dy-D20180211-T160000", ["f0", "f1"]),
-                                                   ("dy-D20180211-T170500", ["f2", "f3"])]
+    assert [(g.name, g.items) for g in groups] == [
+        ("dy-D20180211-T160000", ["f0", "f1"]),
+        ("dy-D20180211-T170500", ["f2", "f3"]),
+    ]
     assert outside == []
 
 
 def test_schedule_puts_each_file_in_the_transect_of_its_first_ping(tmp_path: Path) -> None:
     csv = tmp_path / "transects.csv"
-    csv.write_text("name,start,end\n# leg 1\nT1,2018-02-11T16:00:00,2018-02-11T16:30:00\n"
-                   "T2,2018-02-11T16:30:00Z,2018-02-11T18:00:00Z\nT3,2018-02-12T00:00,2018-02-12T01:00\n")
+    csv.write_text(
+        "name,start,end\n# leg 1\nT1,2018-02-11T16:00:00,2018-02-11T16:30:00\n"
+        "T2,2018-02-11T16:30:00Z,2018-02-11T18:00:00Z\nT3,2018-02-12T00:00,2018-02-12T01:00\n"
+    )
     r = recipe(tmp_path, f"{{schedule: {csv.name}}}")  # relative to the working directory
     assert r.groups.schedule == str(Path(csv.name).resolve())
     r = recipe(tmp_path, f"{{schedule: {csv}}}")
@@ -50,18 +58,23 @@ def test_schedule_puts_each_file_in_the_transect_of_its_first_ping(tmp_path: Pat
 
 
 def test_no_groups_is_one_group_named_after_the_recipe(tmp_path: Path) -> None:
-    r = load_recipe(f"name: dy\nsource: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path}}}\n"
-                    "stages: [open_raw, combine_echodata, compute_Sv]\n")
+    r = load_recipe(
+        f"name: dy\nsource: {{url: {tmp_path}}}\nsonar_model: EK60\noutput: {{prefix: {tmp_path}}}\n"
+        "stages: [open_raw, combine_echodata, compute_Sv]\n"
+    )
     groups, _ = make_groups(r, spans((30, 40), (0, 10)))
     assert [(g.name, g.items) for g in groups] == [("dy", ["f1", "f0"])]  # in time order
 
 
-@pytest.mark.parametrize("text, message", [
-    ("T1,2018-02-11T16:00,2018-02-11T17:00\nT2,soon,2018-02-11T18:00\n", ":2: 'soon' is not a date-time"),
-    ("name,start,end\nT1,2018-02-11T16:00\n", ":2: expected 3 columns name,start,end, got 2"),
-    ("T1,2018-02-11T17:00,2018-02-11T16:00\n", ":1: transect 'T1' ends before it starts"),
-    ("name,start,end\n", ": the transect schedule lists no transect"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("T1,2018-02-11T16:00,2018-02-11T17:00\nT2,soon,2018-02-11T18:00\n", ":2: 'soon' is not a date-time"),
+        ("name,start,end\nT1,2018-02-11T16:00\n", ":2: expected 3 columns name,start,end, got 2"),
+        ("T1,2018-02-11T17:00,2018-02-11T16:00\n", ":1: transect 'T1' ends before it starts"),
+        ("name,start,end\n", ": the transect schedule lists no transect"),
+    ],
+)
 def test_bad_schedule_is_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
     csv = tmp_path / "t.csv"
     csv.write_text(text)

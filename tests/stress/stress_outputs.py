@@ -42,8 +42,11 @@ def moto() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     import httpx
 
@@ -55,8 +58,13 @@ def moto() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
     import boto3
 
-    boto3.client("s3", endpoint_url=url, aws_access_key_id=KEYS["key"], aws_secret_access_key=KEYS["secret"],
-                 region_name="us-east-1").create_bucket(Bucket="stress")
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=KEYS["key"],
+        aws_secret_access_key=KEYS["secret"],
+        region_name="us-east-1",
+    ).create_bucket(Bucket="stress")
     return proc, url
 
 
@@ -102,9 +110,12 @@ def races(rounds: int, work: Path, env: dict[str, str], s3_url: str) -> int:
         again = run(base, env)
         again_ok = again.wait(600) == 0 and "8 skipped" in again.stdout.read()
         bad += damaged + len(errors) + len(left) + (not again_ok)
-        print(f"round {i + 1}: {fmt:6} {'s3' if remote else 'local':5} {'overwrite' if overwrite else 'plain':9} "
-              f"exit codes {codes} marked {marked}/8 damaged {damaged} leftovers {len(left)} "
-              f"rerun-all-complete {again_ok} {time.monotonic() - start:.0f} s", flush=True)
+        print(
+            f"round {i + 1}: {fmt:6} {'s3' if remote else 'local':5} {'overwrite' if overwrite else 'plain':9} "
+            f"exit codes {codes} marked {marked}/8 damaged {damaged} leftovers {len(left)} "
+            f"rerun-all-complete {again_ok} {time.monotonic() - start:.0f} s",
+            flush=True,
+        )
         for e in errors:
             print("  FAILED:", e.replace("\n", " | "))
     print(f"races: {rounds} rounds, {rounds * 3} writers, problems {bad}")
@@ -116,8 +127,22 @@ def batches(conversions: int, work: Path, env: dict[str, str]) -> int:
     done = failed = n = 0
     while done < conversions:
         n += 1
-        p = run(["convert", str(work / "raw" / "*.raw"), "-m", "EK60", "-o", str(work / "b"), "-f", "netcdf",
-                 "-j", "4", "--overwrite"], env)
+        p = run(
+            [
+                "convert",
+                str(work / "raw" / "*.raw"),
+                "-m",
+                "EK60",
+                "-o",
+                str(work / "b"),
+                "-f",
+                "netcdf",
+                "-j",
+                "4",
+                "--overwrite",
+            ],
+            env,
+        )
         code = p.wait(900)
         out = p.stdout.read()
         done += 8
@@ -141,8 +166,13 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(ECHOFLOW_HOME=str(work / "home"), COLUMNS="200")
     proc, url = moto()
-    env.update(AWS_ACCESS_KEY_ID=KEYS["key"], AWS_SECRET_ACCESS_KEY=KEYS["secret"], AWS_DEFAULT_REGION="us-east-1",
-               FSSPEC_S3_ENDPOINT_URL=url, AWS_ENDPOINT_URL=url)
+    env.update(
+        AWS_ACCESS_KEY_ID=KEYS["key"],
+        AWS_SECRET_ACCESS_KEY=KEYS["secret"],
+        AWS_DEFAULT_REGION="us-east-1",
+        FSSPEC_S3_ENDPOINT_URL=url,
+        AWS_ENDPOINT_URL=url,
+    )
     try:
         bad = races(a.rounds, work, env, url) if a.what == "races" else batches(a.conversions, work, env)
     finally:

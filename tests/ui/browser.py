@@ -7,14 +7,22 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Any, Iterator
 from contextlib import contextmanager
+from typing import Any, Iterator
 
 import httpx
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1600,4000"]  # tall: lists render only the rows in view
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,4000",
+]  # tall: lists render only the rows in view
 
 
 def free_port() -> int:
@@ -38,8 +46,9 @@ class Page:
                 return msg.get("result", {})
 
     def text(self) -> str:
-        return self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''",
-                         returnByValue=True)["result"].get("value", "")
+        return self.call(
+            "Runtime.evaluate", expression="document.body ? document.body.innerText : ''", returnByValue=True
+        )["result"].get("value", "")
 
     def open(self, url: str, *expected: str, timeout: float = 60) -> str:
         """Navigate and wait until every expected text shows (real time: the UI polls its API)."""
@@ -48,9 +57,11 @@ class Page:
 
     def click(self, label: str, *expected: str, timeout: float = 60) -> str:
         """Click the tab / button / link labelled `label`, then wait for the expected texts."""
-        js = ("(() => { const e = [...document.querySelectorAll('button, [role=tab], a, li')]"
-              f".find(e => e.innerText && e.innerText.trim() === {json.dumps(label)});"
-              " if (e) { e.click(); return true; } return false; })()")
+        js = (
+            "(() => { const e = [...document.querySelectorAll('button, [role=tab], a, li')]"
+            f".find(e => e.innerText && e.innerText.trim() === {json.dumps(label)});"
+            " if (e) { e.click(); return true; } return false; })()"
+        )
         deadline = time.monotonic() + timeout
         while not self.call("Runtime.evaluate", expression=js, returnByValue=True)["result"].get("value"):
             assert time.monotonic() < deadline, f"no {label!r} to click"
@@ -74,8 +85,11 @@ def chromium(port: int) -> Iterator[Page]:
 
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     profile = tempfile.mkdtemp(prefix="chromium-")
-    proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-                             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from browser import free_port
+from samples import EK60_RAW
+from util import ek60_copies
 
 from echoflow.storage import read_marker
-from samples import EK60_RAW
-from browser import free_port
-from util import ek60_copies
 
 EXE = str(Path(sys.executable).parent / "echoflow")
 
@@ -27,8 +27,13 @@ def home(tmp_path_factory):
     """An ECHOFLOW_HOME with nothing of Prefect configured; its local API is stopped at the end."""
     root = tmp_path_factory.mktemp("local-api")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(ECHOFLOW_HOME=str(root / "home"), PREFECT_HOME=str(root / "user-prefect"),
-               ECHOFLOW_SERVER_PORT=str(free_port()), ECHOFLOW_SERVER_IDLE_SECONDS="600", COLUMNS="200")
+    env.update(
+        ECHOFLOW_HOME=str(root / "home"),
+        PREFECT_HOME=str(root / "user-prefect"),
+        ECHOFLOW_SERVER_PORT=str(free_port()),
+        ECHOFLOW_SERVER_IDLE_SECONDS="600",
+        COLUMNS="200",
+    )
     yield root, env
     subprocess.run([EXE, "server", "stop"], env=env, capture_output=True, timeout=60)
 
@@ -68,14 +73,16 @@ def test_plain_script_without_main_guard_records_on_the_local_api(home, tmp_path
     root, env = home
     raws = ek60_copies(tmp_path / "raw", 2)
     script = tmp_path / "convert_cruise.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from echoflow.flows.batch import convert_batch
 
         state = convert_batch(sources=[{str(raws[0])!r}, {str(raws[1])!r}], sonar_model="EK60",
-                              output_prefix={str(tmp_path / 'script-out')!r}, output_type="zarr",
+                              output_prefix={str(tmp_path / "script-out")!r}, output_type="zarr",
                               concurrency=2, return_state=True)
         print("STATE", state.name)
-    """))
+    """)
+    )
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("STATE Completed") == 1, proc.stdout  # workers did not re-run the script
@@ -83,8 +90,11 @@ def test_plain_script_without_main_guard_records_on_the_local_api(home, tmp_path
     for raw in raws:
         assert read_marker(str(tmp_path / "script-out" / f"{raw.stem}.zarr"), {}) is not None
     api = re.search(r"API (http://\S+/api)", cli(env, "server", "status").stdout).group(1)
-    runs = [r for r in flow_runs(api, "convert-batch")
-            if r["parameters"].get("output_prefix") == str(tmp_path / "script-out")]
+    runs = [
+        r
+        for r in flow_runs(api, "convert-batch")
+        if r["parameters"].get("output_prefix") == str(tmp_path / "script-out")
+    ]
     assert [r["name"] for r in runs] == ["convert-batch · script-out · 2 files"]
 
 
@@ -116,16 +126,20 @@ def test_notebook_records_on_the_local_api(home, tmp_path):
     root, env = home
     raws = ek60_copies(tmp_path / "raw", 2)
     out = tmp_path / "nb-out"
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("from echoflow.flows.batch import convert_batch"),
-        nbformat.v4.new_code_cell(
-            f"state = convert_batch(sources={[str(r) for r in raws]!r}, sonar_model='EK60',\n"
-            f"                      output_prefix={str(out)!r}, output_type='zarr', concurrency=2,\n"
-            "                      return_state=True)\n"
-            "print('STATE', state.name)"),
-    ])
-    NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
-                   ).execute(env=env)
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("from echoflow.flows.batch import convert_batch"),
+            nbformat.v4.new_code_cell(
+                f"state = convert_batch(sources={[str(r) for r in raws]!r}, sonar_model='EK60',\n"
+                f"                      output_prefix={str(out)!r}, output_type='zarr', concurrency=2,\n"
+                "                      return_state=True)\n"
+                "print('STATE', state.name)"
+            ),
+        ]
+    )
+    NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute(
+        env=env
+    )
     printed = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.get("output_type") == "stream")
     assert "STATE Completed" in printed, nb.cells[1].outputs
     api = re.search(r"API (http://\S+/api)", cli(env, "server", "status").stdout).group(1)

@@ -1,9 +1,9 @@
 import pytest
-
 from samples import AZFP_RAW, EK60_RAW
+from util import junk_file, truncated_copy
+
 from echoflow.errors import RawFileError
 from echoflow.integrity import check_raw
-from util import junk_file, truncated_copy
 
 
 def test_whole_file_passes():

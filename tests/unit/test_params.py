@@ -44,7 +44,9 @@ def test_checking_parameters_does_not_import_echopype():
     import subprocess
     import sys
 
-    code = ("import sys; from echoflow.params import BatchRequest; "
-            "BatchRequest(sources=['a.raw'], sonar_model='ek60', output_prefix='o'); "
-            "print('echopype' in sys.modules)")
+    code = (
+        "import sys; from echoflow.params import BatchRequest; "
+        "BatchRequest(sources=['a.raw'], sonar_model='ek60', output_prefix='o'); "
+        "print('echopype' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

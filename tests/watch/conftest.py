@@ -20,8 +20,14 @@ class WatchProcess:
     """`echoflow watch` running in the background; its output lines as they come."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([str(BIN / "echoflow"), "watch", *args], env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+        self.proc = subprocess.Popen(
+            [str(BIN / "echoflow"), "watch", *args],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=1,
+        )
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -62,8 +68,14 @@ def start_watch(prefect_server, tmp_path) -> Iterator[Callable[..., WatchProcess
     started: list[WatchProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> WatchProcess:
-        full_env = {**os.environ, "PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home"),
-                    "COLUMNS": "250", "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_server,
+            "ECHOFLOW_HOME": str(tmp_path / "home"),
+            "COLUMNS": "250",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         w = WatchProcess(list(args), full_env)
         started.append(w)
         return w

@@ -12,13 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-
 from samples import REPO
 
 HELM = REPO / ".tools" / "helm"
 EXE = str(Path(sys.executable).parent / "echoflow")
-WATCH = {"watch.enabled": "true", "watch.source": "s3://ship-uploads/DY1801/EK60/*.raw",
-         "watch.sonarModel": "EK60", "watch.outputPrefix": "s3://shore/DY1801", "watch.settleSeconds": "90"}
+WATCH = {
+    "watch.enabled": "true",
+    "watch.source": "s3://ship-uploads/DY1801/EK60/*.raw",
+    "watch.sonarModel": "EK60",
+    "watch.outputPrefix": "s3://shore/DY1801",
+    "watch.settleSeconds": "90",
+}
 
 
 def render(values: dict[str, str]) -> subprocess.CompletedProcess:
@@ -46,17 +50,25 @@ def test_chart_values_become_a_scheduled_deployment(prefect_server):
     assert settings["cron"] == "*/10 * * * *" and "interval" not in settings
     assert settings["parameters"]["batch_deployment"] == "convert-batch/ship"  # children of this release
 
-    proc = subprocess.run([EXE, "deploy", "--pool", "watch-chart", "--image", "echoflow:c", "--create-pool",
-                           "--deployment-name", "ship"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PREFECT_API_URL": prefect_server,
-                               "ECHOFLOW_WATCH": env["ECHOFLOW_WATCH"]})
+    proc = subprocess.run(
+        [EXE, "deploy", "--pool", "watch-chart", "--image", "echoflow:c", "--create-pool", "--deployment-name", "ship"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PREFECT_API_URL": prefect_server, "ECHOFLOW_WATCH": env["ECHOFLOW_WATCH"]},
+    )
     assert proc.returncode == 0, proc.stderr
     with get_client(sync_client=True) as client:
         d = client.read_deployment_by_name("watch-prefix/ship")
     assert d.parameters["source"] == WATCH["watch.source"] and d.parameters["settle_seconds"] == 90
     # A small pod for the run that lists and waits; its children get the pool's defaults.
-    assert d.job_variables == {"image": "echoflow:c", "cpu_request": "250m", "memory_request": "768Mi",
-                               "cpu_limit": "1", "memory_limit": "2Gi"}
+    assert d.job_variables == {
+        "image": "echoflow:c",
+        "cpu_request": "250m",
+        "memory_request": "768Mi",
+        "cpu_limit": "1",
+        "memory_limit": "2Gi",
+    }
     ((s),) = d.schedules
     assert s.schedule.cron == "*/10 * * * *" and s.active
 

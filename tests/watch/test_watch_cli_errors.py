@@ -12,19 +12,20 @@ import pytest
 EXE = str(Path(sys.executable).parent / "echoflow")
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["{tmp}/missing", "-m", "EK60"], "{tmp}/missing: no such folder; check the path"),
-    (["{tmp}", "-m", "EK99"], "unknown sonar model 'EK99': echopype supports"),
-    (["{tmp}", "-m", "EK60", "-f", "hdf5"], "unknown output_type 'hdf5'"),
-    (["{tmp}", "-m", "EK60", "--recipe", "{tmp}/nope.yaml"], "nope.yaml"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["{tmp}/missing", "-m", "EK60"], "{tmp}/missing: no such folder; check the path"),
+        (["{tmp}", "-m", "EK99"], "unknown sonar model 'EK99': echopype supports"),
+        (["{tmp}", "-m", "EK60", "-f", "hdf5"], "unknown output_type 'hdf5'"),
+        (["{tmp}", "-m", "EK60", "--recipe", "{tmp}/nope.yaml"], "nope.yaml"),
+    ],
+)
 def test_bad_input_is_one_line(prefect_server, tmp_path, args, expected):
     out = tmp_path / "out"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home"),
-           "COLUMNS": "250"}
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home"), "COLUMNS": "250"}
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    proc = subprocess.run([EXE, "watch", *argv, "-o", str(out)], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run([EXE, "watch", *argv, "-o", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected.replace("{tmp}", str(tmp_path)) in errors[0], proc.stderr

@@ -9,9 +9,16 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 
 EXE = str(Path(sys.executable).parent / "echoflow")
-SETTINGS = {"parameters": {"source": "s3://ship/DY1801/raw/*.raw", "sonar_model": "EK60",
-                           "output_prefix": "s3://shore/DY1801", "output_type": "zarr", "settle_seconds": 120},
-            "interval": 300}
+SETTINGS = {
+    "parameters": {
+        "source": "s3://ship/DY1801/raw/*.raw",
+        "sonar_model": "EK60",
+        "output_prefix": "s3://shore/DY1801",
+        "output_type": "zarr",
+        "settle_seconds": 120,
+    },
+    "interval": 300,
+}
 
 
 def deploy(api: str, settings: object | None, *args: str) -> subprocess.CompletedProcess:
@@ -19,8 +26,24 @@ def deploy(api: str, settings: object | None, *args: str) -> subprocess.Complete
     env.pop("ECHOFLOW_WATCH", None)
     if settings is not None:
         env["ECHOFLOW_WATCH"] = settings if isinstance(settings, str) else json.dumps(settings)
-    return subprocess.run([EXE, "deploy", "--pool", "watch-test", "--image", "echoflow:w", "--create-pool",
-                           "--flow", "convert-batch", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [
+            EXE,
+            "deploy",
+            "--pool",
+            "watch-test",
+            "--image",
+            "echoflow:w",
+            "--create-pool",
+            "--flow",
+            "convert-batch",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def read(name: str):
@@ -83,8 +106,9 @@ def test_schedule_is_live_on_the_server(prefect_server):
     runs: list = []
     while time.monotonic() < deadline and len(runs) < 2:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[d.id])))
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id]))
+            )
         time.sleep(3)
     assert len(runs) >= 2, "the scheduler created no runs"
     starts = sorted(r.expected_start_time for r in runs)
@@ -93,5 +117,7 @@ def test_schedule_is_live_on_the_server(prefect_server):
     off = deploy(prefect_server, {"enabled": False}, "--flow", "watch-prefix", "--deployment-name", "scheduled")
     assert off.returncode == 0, off.stderr
     with get_client(sync_client=True) as client:
-        left = client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id])))
+        left = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id]))
+        )
     assert [r for r in left if r.state_name == "Scheduled"] == []  # unscheduled: its future runs are gone

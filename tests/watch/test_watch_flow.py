@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from samples import EK60_RAW
+from util import EK60_TIMES, junk_file
 
 from echoflow.flows.watch import watch_prefix
 from echoflow.storage import read_marker
-from samples import EK60_RAW
-from util import EK60_TIMES, junk_file
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SETTLE = 20.0
@@ -34,8 +34,11 @@ def statuses(state) -> dict[str, str]:
 
 def children(flow_run_id) -> list:
     with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(operator="and_", any_=[flow_run_id])))
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(operator="and_", any_=[flow_run_id])
+            )
+        )
 
 
 def test_scheduled_runs_take_each_settled_file_once(tmp_path):
@@ -45,10 +48,18 @@ def test_scheduled_runs_take_each_settled_file_once(tmp_path):
     for n in names[:2]:
         aged(Path(shutil.copyfile(EK60_RAW, raw / n)))
     data = EK60_RAW.read_bytes()
-    (raw / names[2]).write_bytes(data[:len(data) // 2])  # being recorded: not settled
+    (raw / names[2]).write_bytes(data[: len(data) // 2])  # being recorded: not settled
     written = time.time()
-    kw = dict(source=str(raw / "*.raw"), sonar_model="EK60", output_prefix=str(out), output_type="zarr",
-              settle_seconds=SETTLE, concurrency=1, files_per_job=1, batch_deployment=None)
+    kw = dict(
+        source=str(raw / "*.raw"),
+        sonar_model="EK60",
+        output_prefix=str(out),
+        output_type="zarr",
+        settle_seconds=SETTLE,
+        concurrency=1,
+        files_per_job=1,
+        batch_deployment=None,
+    )
 
     first = watch_prefix(**kw, return_state=True)
     assert first.is_completed(), first.message
@@ -61,7 +72,7 @@ def test_scheduled_runs_take_each_settled_file_once(tmp_path):
     assert files[str(raw / names[2])]["status"] == "seen" and files[str(raw / names[0])]["status"] == "done"
 
     with (raw / names[2]).open("ab") as f:  # still being written: changed since the last listing
-        f.write(data[len(data) // 2:])
+        f.write(data[len(data) // 2 :])
     written = time.time()
     idle = watch_prefix(**kw, return_state=True)
     assert idle.is_completed() and "nothing new and settled (1 not settled yet)" in idle.message
@@ -78,8 +89,14 @@ def test_bad_file_fails_once_until_it_changes_or_is_retried(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
     bad = aged(junk_file(raw))
-    kw = dict(source=str(raw), sonar_model="EK60", output_prefix=str(out), settle_seconds=30, concurrency=1,
-              batch_deployment=None)
+    kw = dict(
+        source=str(raw),
+        sonar_model="EK60",
+        output_prefix=str(out),
+        settle_seconds=30,
+        concurrency=1,
+        batch_deployment=None,
+    )
     first = watch_prefix(**kw, return_state=True)
     assert first.name == "Failed" and statuses(first) == {bad.name: "failed"}
     record = json.loads((out / f"{bad.stem}.nc.echoflow-failed.json").read_text())

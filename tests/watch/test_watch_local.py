@@ -26,8 +26,24 @@ def name(i: int) -> str:
 
 
 def watch_args(source: str, out: Path, *extra: str) -> list[str]:
-    return [source, "-m", "EK60", "-o", str(out), "-f", "zarr", "--interval", str(INTERVAL),
-            "--settle", str(SETTLE), "--heartbeat", "2", "-j", "1", *extra]
+    return [
+        source,
+        "-m",
+        "EK60",
+        "-o",
+        str(out),
+        "-f",
+        "zarr",
+        "--interval",
+        str(INTERVAL),
+        "--settle",
+        str(SETTLE),
+        "--heartbeat",
+        "2",
+        "-j",
+        "1",
+        *extra,
+    ]
 
 
 def converted(w) -> dict[str, list[float]]:
@@ -47,7 +63,7 @@ def write_in_pieces(path: Path, pieces: int, pause: float) -> list[float]:
     times = []
     with path.open("wb") as f:
         for i in range(pieces):
-            f.write(data[i * step:(i + 1) * step])
+            f.write(data[i * step : (i + 1) * step])
             f.flush()
             times.append(time.time())
             if i < pieces - 1:

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from echoflow.flows.watch import watch_prefix
 from samples import EK60_RAW
 from util import EK60_TIMES
+
+from echoflow.flows.watch import watch_prefix
 
 CONVERTED = re.compile(r"converted (\S+) -> .*complete ([\d.]+) s after settling")
 REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) /([^/? ]+)')
@@ -28,8 +28,13 @@ def s3_log(s3_server, tmp_path_factory) -> Path:
 def new_bucket(endpoint: str, options: dict, name: str) -> None:
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=options["key"],
-                 aws_secret_access_key=options["secret"]).create_bucket(Bucket=name)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=options["key"],
+        aws_secret_access_key=options["secret"],
+    ).create_bucket(Bucket=name)
 
 
 def requests_to(log: Path, bucket: str) -> list[str]:
@@ -46,8 +51,24 @@ def test_watch_s3_prefix_and_idle_cost(start_watch, s3_server, s3_env, s3_option
     names = [f"DY1801_EK60-{t}.raw" for t in EK60_TIMES[:3]]
     for n in names[:2]:
         fs.put_file(str(EK60_RAW), f"{bucket}/DY1801/raw/{n}")
-    w = start_watch(f"s3://{bucket}/DY1801/raw/", "-m", "EK60", "-o", f"s3://{bucket}/DY1801/out", "-f", "netcdf",
-                    "--interval", "1", "--settle", "2", "--heartbeat", "0", "-j", "1", env=s3_env)
+    w = start_watch(
+        f"s3://{bucket}/DY1801/raw/",
+        "-m",
+        "EK60",
+        "-o",
+        f"s3://{bucket}/DY1801/out",
+        "-f",
+        "netcdf",
+        "--interval",
+        "1",
+        "--settle",
+        "2",
+        "--heartbeat",
+        "0",
+        "-j",
+        "1",
+        env=s3_env,
+    )
     w.wait_for(lambda line: w.count(lambda ln: CONVERTED.search(ln) is not None) == 2, timeout=240)
 
     # Idle: every poll prints one line; count the server's requests across five polls.
@@ -66,8 +87,9 @@ def test_watch_s3_prefix_and_idle_cost(start_watch, s3_server, s3_env, s3_option
     print(f"settled -> output complete: {lags[0]:.1f} s (interval 1 s)")
     assert w.stop(signal.SIGTERM) == 143
     assert w.count(lambda ln: CONVERTED.search(ln) is not None) == 3
-    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/DY1801/out") if p.endswith(".nc")) == \
-        sorted(n.replace(".raw", ".nc") for n in names)
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/DY1801/out") if p.endswith(".nc")) == sorted(
+        n.replace(".raw", ".nc") for n in names
+    )
 
 
 def test_scheduled_run_idle_cost_on_s3(prefect_server, s3_server, s3_options, s3_log):
@@ -78,9 +100,16 @@ def test_scheduled_run_idle_cost_on_s3(prefect_server, s3_server, s3_options, s3
     fs = s3fs.S3FileSystem(**s3_options)
     fs.put_file(str(EK60_RAW), f"{bucket}/raw/DY1801_EK60-{EK60_TIMES[0]}.raw")
     time.sleep(2)
-    kw = dict(source=f"s3://{bucket}/raw/*.raw", sonar_model="EK60", output_prefix=f"s3://{bucket}/out",
-              settle_seconds=1, concurrency=1, batch_deployment=None,
-              input_storage_options=s3_options, output_storage_options=s3_options)
+    kw = dict(
+        source=f"s3://{bucket}/raw/*.raw",
+        sonar_model="EK60",
+        output_prefix=f"s3://{bucket}/out",
+        settle_seconds=1,
+        concurrency=1,
+        batch_deployment=None,
+        input_storage_options=s3_options,
+        output_storage_options=s3_options,
+    )
     first = watch_prefix(**kw, return_state=True)
     assert first.is_completed(), first.message
     before = len(requests_to(s3_log, bucket))

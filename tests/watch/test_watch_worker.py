@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, \
-    FlowRunFilterDeploymentId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+)
 from prefect.deployments import run_deployment
-
-from echoflow.deploy import deploy
 from samples import EK60_RAW
 from util import EK60_TIMES
+
+from echoflow.deploy import deploy
 
 BIN = Path(sys.executable).parent
 POOL, NAME = "watch-process", "proc"
@@ -42,7 +44,9 @@ def process_pool() -> None:
 def runs_of(deployment: str) -> list:
     with get_client(sync_client=True) as client:
         d = client.read_deployment_by_name(deployment)
-        return client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id])))
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id]))
+        )
 
 
 def wait_final(ids: list, timeout: float) -> list:
@@ -64,17 +68,41 @@ def test_watch_deployment_fans_out_through_a_worker(prefect_server, tmp_path, mo
     for n in names:
         shutil.copyfile(EK60_RAW, raw / n)
         os.utime(raw / n, (time.time() - 600, time.time() - 600))
-    monkeypatch.setenv("ECHOFLOW_WATCH", json.dumps({"interval": 3600, "parameters": {
-        "source": str(raw / "*.raw"), "sonar_model": "EK60", "output_prefix": str(out), "settle_seconds": 30,
-        "concurrency": 1, "files_per_job": 1, "batch_deployment": f"convert-batch/{NAME}", "poll_seconds": 2}}))
+    monkeypatch.setenv(
+        "ECHOFLOW_WATCH",
+        json.dumps(
+            {
+                "interval": 3600,
+                "parameters": {
+                    "source": str(raw / "*.raw"),
+                    "sonar_model": "EK60",
+                    "output_prefix": str(out),
+                    "settle_seconds": 30,
+                    "concurrency": 1,
+                    "files_per_job": 1,
+                    "batch_deployment": f"convert-batch/{NAME}",
+                    "poll_seconds": 2,
+                },
+            }
+        ),
+    )
     process_pool()
     deploy(POOL, "echoflow:process", deployment_name=NAME, flows=["convert-batch", "watch-prefix"])
 
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "ECHOFLOW_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "ECHOFLOW_HOME": str(tmp_path / "home"),
+    }
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     try:
         # Two runs at once, as when a schedule fires while the previous run is still going.
         ids = [run_deployment(f"watch-prefix/{NAME}", timeout=0).id for _ in range(2)]
@@ -91,8 +119,10 @@ def test_watch_deployment_fans_out_through_a_worker(prefect_server, tmp_path, mo
     assert idle.state.is_completed() and "nothing new" in idle.state.message
     with get_client(sync_client=True) as client:
         pending = min(s.timestamp for s in client.read_flow_run_states(idle.id) if s.type.value == "PENDING")
-    print(f"idle watch run as a process: {(idle.end_time - pending).total_seconds():.1f} s from the worker "
-          f"taking it to its end (process start included), {idle.total_run_time.total_seconds():.1f} s in the flow")
+    print(
+        f"idle watch run as a process: {(idle.end_time - pending).total_seconds():.1f} s from the worker "
+        f"taking it to its end (process start included), {idle.total_run_time.total_seconds():.1f} s in the flow"
+    )
     children = runs_of(f"convert-batch/{NAME}")
     assert len(children) == 2 and all(c.state.is_completed() for c in children)  # one per file, once
     for n in names:

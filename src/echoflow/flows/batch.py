@@ -12,16 +12,16 @@ from contextlib import nullcontext
 from typing import Any, Optional
 
 from prefect import task
-from prefect.context import FlowRunContext
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.futures import wait
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from echoflow import convert, storage
 from echoflow.errors import FileCancelled, TransientIOError, one_line
-from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, emit, retry_transient
+from echoflow.flows.common import RETRIES, RETRY_DELAYS, emit, retry_transient, run_logger, warn_on_credentials
 from echoflow.flows.runs import batch_run_name, echoflow_flow, file_task_name
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
@@ -29,8 +29,14 @@ from echoflow.stopping import Stop, on_signals
 from echoflow.workers import Workers, available_cpus, current_workers, using
 
 
-@task(name="Convert File", task_run_name=file_task_name, cache_policy=NO_CACHE,
-      retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(
+    name="Convert File",
+    task_run_name=file_task_name,  # type: ignore[arg-type]  # Prefect passes the parameters
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
 def convert_file(req: ConvertRequest, stop: Optional[Stop] = None) -> FileResult:
     log = run_logger()
     if stop is not None and stop.is_set():
@@ -40,13 +46,21 @@ def convert_file(req: ConvertRequest, stop: Optional[Stop] = None) -> FileResult
         result = workers.run(convert.convert_file, req) if workers else convert.convert_file(req)
     except TransientIOError:
         if stop is not None and stop.is_set():  # its worker was stopped, not a hiccup to retry
-            raise FileCancelled(f"aborted: the run was stopped ({stop.name}) and the file did not finish "
-                                f"within {stop.grace:.0f} s; nothing was committed, run again to convert it") from None
+            raise FileCancelled(
+                f"aborted: the run was stopped ({stop.name}) and the file did not finish "
+                f"within {stop.grace:.0f} s; nothing was committed, run again to convert it"
+            ) from None
         raise
     if result.note:
         log.info("%s: %s", storage.shown(req.raw_file), result.note)
-    log.info("%s %s -> %s (%s bytes, %.1f s)", result.status, storage.shown(req.raw_file),
-             result.output, result.bytes, result.seconds or 0)
+    log.info(
+        "%s %s -> %s (%s bytes, %.1f s)",
+        result.status,
+        storage.shown(req.raw_file),
+        result.output,
+        result.bytes,
+        result.seconds or 0,
+    )
     return result
 
 
@@ -60,11 +74,15 @@ def plan(req: BatchRequest) -> tuple[list[ConvertRequest], list[FileResult]]:
     for src in storage.expand_sources(req.sources, req.input_storage_options):
         out = storage.output_url(req.output_prefix, src, ext)
         if out in owner:
-            rejected.append(FileResult(
-                source=storage.public_url(src), status="failed",
-                error=f"{storage.shown(src)}: its output {out} would overwrite that of "
-                      f"{storage.shown(owner[out])} (outputs are named after the file name without its "
-                      "suffix); convert files of the same name to different --out prefixes"))
+            rejected.append(
+                FileResult(
+                    source=storage.public_url(src),
+                    status="failed",
+                    error=f"{storage.shown(src)}: its output {out} would overwrite that of "
+                    f"{storage.shown(owner[out])} (outputs are named after the file name without its "
+                    "suffix); convert files of the same name to different --out prefixes",
+                )
+            )
             continue
         owner[out] = src
         todo.append(req.file_request(src, out))
@@ -85,11 +103,19 @@ def run_stoppable(todo: list[ConvertRequest], workers: int) -> tuple[list[FileRe
         try:
             res = get()
         except FileCancelled as exc:
-            res = FileResult(source=storage.public_url(req.raw_file), status="cancelled",
-                             output=storage.public_url(convert.resolve_output(req)), error=one_line(exc))
+            res = FileResult(
+                source=storage.public_url(req.raw_file),
+                status="cancelled",
+                output=storage.public_url(convert.resolve_output(req)),
+                error=one_line(exc),
+            )
         except Exception as exc:  # noqa: BLE001 - every file's failure is reported, not raised
-            res = FileResult(source=storage.public_url(req.raw_file), status="failed",
-                             output=storage.public_url(convert.resolve_output(req)), error=one_line(exc))
+            res = FileResult(
+                source=storage.public_url(req.raw_file),
+                status="failed",
+                output=storage.public_url(convert.resolve_output(req)),
+                error=one_line(exc),
+            )
         results[i] = res
         emit("file", res)
 
@@ -99,13 +125,16 @@ def run_stoppable(todo: list[ConvertRequest], workers: int) -> tuple[list[FileRe
             # In-process: no pool start-up cost for one file or one worker (a stop lets
             # the running file finish).
             for i, req in enumerate(todo):
-                record(i, req, lambda: convert_file(req, stop))
+                record(i, req, lambda req=req: convert_file(req, stop))
         else:
             # A pool the caller started early (the CLI does, to overlap its start-up) is
             # reused. Twice as many task threads as processes keep a file queued for every
             # process, so none waits on Prefect's bookkeeping between files.
-            with (nullcontext(given) if given else Workers(workers)) as pool, using(pool), \
-                    ThreadPoolTaskRunner(max_workers=2 * max(workers, pool.count)) as runner:
+            with (
+                nullcontext(given) if given else Workers(workers) as pool,
+                using(pool),
+                ThreadPoolTaskRunner[Any](max_workers=2 * max(workers, pool.count)) as runner,
+            ):
                 futures = {runner.submit(convert_file, {"req": r, "stop": stop}): (i, r) for i, r in enumerate(todo)}
                 _gather(futures, pool, stop, record)
     ordered = [results[i] for i in sorted(results)]
@@ -121,8 +150,12 @@ def _gather(futures: dict[Any, tuple[int, ConvertRequest]], pool: Workers, stop:
             i, req = futures[fut]
             record(i, req, fut.result)
         if stop.is_set() and not aborted and stop.due():
-            run_logger().warning("stopping (%s): aborting %d running file(s) after the %.0f s grace period",
-                                 stop.name, len(pending), stop.grace)
+            run_logger().warning(
+                "stopping (%s): aborting %d running file(s) after the %.0f s grace period",
+                stop.name,
+                len(pending),
+                stop.grace,
+            )
             pool.abort()
             aborted = True
 
@@ -130,8 +163,9 @@ def _gather(futures: dict[Any, tuple[int, ConvertRequest]], pool: Workers, stop:
 def finish(summary: Summary, title: str, stop: Optional[Stop] = None) -> State:
     log = run_logger()
     if FlowRunContext.get() is not None:  # not while tracing a graph outside any run
-        create_table_artifact(key="echoflow-summary", table=summary.table(),
-                              description=f"{title}: {summary.headline()}")
+        create_table_artifact(
+            key="echoflow-summary", table=summary.table(), description=f"{title}: {summary.headline()}"
+        )
     data = summary.model_dump()
     if stop is not None:
         message = f"stopped by {stop.name}: {summary.headline()}"
@@ -179,16 +213,26 @@ def convert_batch(
     """
     warn_on_credentials(input_storage_options, output_storage_options)
     req = BatchRequest(
-        sources=sources, sonar_model=sonar_model, output_prefix=output_prefix,
-        output_type=output_type, xml_path=xml_path, convert_params=convert_params,
-        concurrency=concurrency, overwrite=overwrite,
-        input_storage_options=input_storage_options, output_storage_options=output_storage_options,
+        sources=sources,
+        sonar_model=sonar_model,
+        output_prefix=output_prefix,
+        output_type=output_type,
+        xml_path=xml_path,
+        convert_params=convert_params,
+        concurrency=concurrency,
+        overwrite=overwrite,
+        input_storage_options=input_storage_options,
+        output_storage_options=output_storage_options,
     )
     storage.check_writable(req.output_prefix, req.output_storage_options)
     todo, rejected = plan(req)
     workers = min(req.concurrency or available_cpus(), max(1, len(todo)))
-    run_logger().info("%d files to %s with %d worker process(es)", len(todo) + len(rejected),
-                          storage.shown(req.output_prefix), workers)
+    run_logger().info(
+        "%d files to %s with %d worker process(es)",
+        len(todo) + len(rejected),
+        storage.shown(req.output_prefix),
+        workers,
+    )
     emit("total", len(todo) + len(rejected))
     for r in rejected:
         emit("file", r)

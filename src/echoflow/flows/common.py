@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable
 
 from prefect.tasks import exponential_backoff
@@ -44,7 +43,8 @@ def warn_on_credentials(*option_sets: dict[str, Any]) -> None:
     if any(split_secrets(o or {})[1] for o in option_sets):
         run_logger().warning(
             "storage options carry credentials; Prefect stores run parameters, so pass them as "
-            "ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS or AWS_* environment variables instead")
+            "ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS or AWS_* environment variables instead"
+        )
 
 
 Listener = Callable[[str, FileResult | int], None]

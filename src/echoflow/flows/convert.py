@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from echoflow import convert, storage
-from echoflow.flows.common import run_logger, warn_on_credentials, RETRIES, RETRY_DELAYS, retry_transient
+from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
 from echoflow.flows.runs import convert_run_name, echoflow_flow, short
 from echoflow.params import ConvertRequest, OutputType
 
@@ -16,30 +16,56 @@ if TYPE_CHECKING:
     from echopype.echodata import EchoData
 
 
-@task(name="Open Raw File", task_run_name=lambda parameters: f"open {short(parameters['req'].raw_file)}", cache_policy=NO_CACHE, retries=RETRIES,
-      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(
+    name="Open Raw File",
+    task_run_name=lambda parameters: f"open {short(parameters['req'].raw_file)}",  # type: ignore[arg-type]
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
 def open_raw_file(req: ConvertRequest) -> "EchoData":
     log = run_logger()
     log.info("Opening %s as %s", storage.shown(req.raw_file), req.sonar_model)
     with storage.scratch_dir() as workdir:
         ed = convert.open_raw(req, workdir)
     beam = ed["Sonar/Beam_group1"]
-    log.info("Opened %s: %d channels, %d pings", storage.shown(req.raw_file),
-             beam.sizes.get("channel", 0), beam.sizes.get("ping_time", 0))
+    log.info(
+        "Opened %s: %d channels, %d pings",
+        storage.shown(req.raw_file),
+        beam.sizes.get("channel", 0),
+        beam.sizes.get("ping_time", 0),
+    )
     return ed
 
 
-@task(name="Save Converted File", task_run_name=lambda parameters: f"save {short(parameters['req'].raw_file)}",
-      cache_policy=NO_CACHE, retries=RETRIES,
-      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(
+    name="Save Converted File",
+    task_run_name=lambda parameters: f"save {short(parameters['req'].raw_file)}",  # type: ignore[arg-type]
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
 def save_converted_file(ed: "EchoData", req: ConvertRequest) -> str:
     log = run_logger()
-    log.info("Saving %s as %s to %s", storage.shown(req.raw_file), req.output_type,
-             storage.shown(convert.resolve_output(req)))
+    log.info(
+        "Saving %s as %s to %s",
+        storage.shown(req.raw_file),
+        req.output_type,
+        storage.shown(convert.resolve_output(req)),
+    )
     output = convert.resolve_output(req)
-    with storage.scratch_dir() as workdir, storage.OutputWriter(
-            output, req.output_storage_options, workdir, req.overwrite,
-            on_wait=lambda who: log.info("waiting for %s, which is writing %s", who, storage.shown(output))) as w:
+    with (
+        storage.scratch_dir() as workdir,
+        storage.OutputWriter(
+            output,
+            req.output_storage_options,
+            workdir,
+            req.overwrite,
+            on_wait=lambda who: log.info("waiting for %s, which is writing %s", who, storage.shown(output)),
+        ) as w,
+    ):
         if w.existing is not None:
             log.info("%s was completed by %s meanwhile; kept", storage.shown(output), w.waited_for)
             return output
@@ -78,15 +104,19 @@ def convert_raw_sonar(
     """
     warn_on_credentials(input_storage_options, output_storage_options)
     req = ConvertRequest(
-        raw_file=raw_file, sonar_model=sonar_model, xml_path=xml_path,
-        convert_params=convert_params, input_storage_options=input_storage_options,
-        output_path=output_path, output_type=output_type, overwrite=overwrite,
+        raw_file=raw_file,
+        sonar_model=sonar_model,
+        xml_path=xml_path,
+        convert_params=convert_params,
+        input_storage_options=input_storage_options,
+        output_path=output_path,
+        output_type=output_type,
+        overwrite=overwrite,
         output_storage_options=output_storage_options,
     )
     done = convert.existing(req)
     if done is not None:
-        run_logger().info("%s is complete (converted %s); skipping", done.get("output"),
-                              done.get("conversion_time"))
+        run_logger().info("%s is complete (converted %s); skipping", done.get("output"), done.get("conversion_time"))
         return convert.resolve_output(req)
     ed = open_raw_file(req)
     return save_converted_file(ed, req)

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Optional
+from typing import Any, Optional, cast
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
-                                            FlowRunFilter, FlowRunFilterId)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.states import State
 
@@ -28,27 +34,35 @@ from echoflow.report import FileResult, Summary
 
 
 def chunked(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def child_summary(flow_run_id: UUID, chunk: list[ConvertRequest]) -> Summary:
     """A child's per-file table; if it died before writing one, its files' own markers decide."""
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-            key=ArtifactFilterKey(any_=["echoflow-summary"])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                key=ArtifactFilterKey(any_=["echoflow-summary"]),
+            )
+        )
     if found:
-        rows = found[0].data
+        rows: Any = found[0].data
         return Summary(files=[FileResult(**r) for r in (json.loads(rows) if isinstance(rows, str) else rows)])
     why = f"child run {run.name} ended {run.state_name}: {(run.state.message if run.state else '') or 'no summary'}"
     files = []
     for req in chunk:
         done = convert.existing(req.model_copy(update={"overwrite": False}))
-        files.append(FileResult(source=storage.public_url(req.raw_file),
-                                output=storage.public_url(convert.resolve_output(req)),
-                                status="converted" if done else "failed", bytes=(done or {}).get("bytes"),
-                                error=None if done else why))
+        files.append(
+            FileResult(
+                source=storage.public_url(req.raw_file),
+                output=storage.public_url(convert.resolve_output(req)),
+                status="converted" if done else "failed",
+                bytes=(done or {}).get("bytes"),
+                error=None if done else why,
+            )
+        )
     return Summary(files=files)
 
 
@@ -59,9 +73,10 @@ def wait_all(ids: list[UUID], poll_seconds: float) -> None:
         while pending:
             still = []
             for i in range(0, len(pending), 200):
-                page = pending[i:i + 200]
-                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)),
-                                             limit=len(page))
+                page = pending[i : i + 200]
+                runs = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
+                )
                 final = {r.id for r in runs if r.state is not None and r.state.is_final()}
                 still += [fid for fid in page if fid not in final]
             pending = still
@@ -110,10 +125,17 @@ def convert_cruise(
     """
     warn_on_credentials(input_storage_options, output_storage_options)
     # The batch flow's parameters, as the caller gave them (credentials stay in the environment).
-    batch_params = dict(
-        sources=sources, sonar_model=sonar_model, output_prefix=output_prefix, output_type=output_type,
-        xml_path=xml_path, convert_params=convert_params, concurrency=concurrency, overwrite=overwrite,
-        input_storage_options=input_storage_options, output_storage_options=output_storage_options,
+    batch_params: dict[str, Any] = dict(
+        sources=sources,
+        sonar_model=sonar_model,
+        output_prefix=output_prefix,
+        output_type=output_type,
+        xml_path=xml_path,
+        convert_params=convert_params,
+        concurrency=concurrency,
+        overwrite=overwrite,
+        input_storage_options=input_storage_options,
+        output_storage_options=output_storage_options,
     )
     req = BatchRequest(**batch_params)
     if files_per_job < 1:
@@ -123,19 +145,36 @@ def convert_cruise(
     storage.check_writable(req.output_prefix, req.output_storage_options)
     todo, rejected = plan(req)
     skipped, pending = [], []
-    complete = {} if req.overwrite else storage.complete_outputs(
-        req.output_prefix, [convert.resolve_output(r) for r in todo], req.output_storage_options)
+    complete = (
+        {}
+        if req.overwrite
+        else storage.complete_outputs(
+            req.output_prefix, [convert.resolve_output(r) for r in todo], req.output_storage_options
+        )
+    )
     for r in todo:
         done = complete.get(convert.resolve_output(r))
         if done is None:
             pending.append(r)
         else:
-            skipped.append(FileResult(source=storage.public_url(r.raw_file), status="skipped",
-                                      output=storage.public_url(convert.resolve_output(r)), bytes=done.get("bytes")))
+            skipped.append(
+                FileResult(
+                    source=storage.public_url(r.raw_file),
+                    status="skipped",
+                    output=storage.public_url(convert.resolve_output(r)),
+                    bytes=done.get("bytes"),
+                )
+            )
     chunks = chunked(pending, files_per_job)
     log = run_logger()
-    log.info("%d files: %d complete already, %d to convert in %d child run(s) of %s", len(todo) + len(rejected),
-             len(skipped), len(pending), len(chunks), batch_deployment or "this process")
+    log.info(
+        "%d files: %d complete already, %d to convert in %d child run(s) of %s",
+        len(todo) + len(rejected),
+        len(skipped),
+        len(pending),
+        len(chunks),
+        batch_deployment or "this process",
+    )
 
     def child_params(chunk: list[ConvertRequest]) -> dict[str, Any]:
         return {**batch_params, "sources": [r.raw_file for r in chunk]}
@@ -146,9 +185,19 @@ def convert_cruise(
             state = convert_batch(**child_params(chunk), return_state=True)
             parts.append(child_summary(state.state_details.flow_run_id, chunk))
     else:
-        runs = [run_deployment(name=batch_deployment, parameters=child_params(chunk), timeout=0,
-                               job_variables=job_variables or None, tags=["echoflow-cruise"])
-                for chunk in chunks]
+        runs = [
+            cast(  # called from a sync flow, run_deployment returns the run, not a coroutine
+                FlowRun,
+                run_deployment(
+                    name=batch_deployment,
+                    parameters=child_params(chunk),
+                    timeout=0,
+                    job_variables=job_variables or None,
+                    tags=["echoflow-cruise"],
+                ),
+            )
+            for chunk in chunks
+        ]
         log.info("started child runs: %s", ", ".join(r.name for r in runs))
         wait_all([r.id for r in runs], poll_seconds)
         parts += [child_summary(r.id, chunk) for r, chunk in zip(runs, chunks)]

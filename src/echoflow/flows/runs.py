@@ -43,7 +43,7 @@ def detached_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-class EchoflowFlow(Flow):  # type: ignore[type-arg]
+class EchoflowFlow(Flow):
     """A Prefect flow that, called from Python outside any run, first connects to echoflow's API."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -158,5 +158,8 @@ def record_recipe(recipe: str, storage_options: dict[str, Any] | None) -> None:
 
     text, where = read_text(recipe, storage_options)
     fence = "````" if "```" in text else "```"
-    create_markdown_artifact(key="echoflow-recipe-text", markdown=f"# Recipe\n\n{where}\n\n{fence}yaml\n{text}\n{fence}\n",
-                             description=f"recipe as run: {where}")
+    create_markdown_artifact(
+        key="echoflow-recipe-text",
+        markdown=f"# Recipe\n\n{where}\n\n{fence}yaml\n{text}\n{fence}\n",
+        description=f"recipe as run: {where}",
+    )

@@ -52,8 +52,9 @@ def load_state(url: str, options: Optional[dict[str, Any]]) -> dict[str, watch.E
 def save_state(url: str, options: Optional[dict[str, Any]], files: dict[str, watch.Entry], source: str) -> None:
     fs, _ = storage.filesystem(url, options)
     try:
-        watch.write_json(fs, url, {"source": storage.public_url(source),
-                                   "files": {u: asdict(e) for u, e in files.items()}})
+        watch.write_json(
+            fs, url, {"source": storage.public_url(source), "files": {u: asdict(e) for u, e in files.items()}}
+        )
     except Exception as exc:
         raise storage.io_error(exc, url, "writing the watch state") from exc
 
@@ -74,7 +75,7 @@ def schedule_settings(text: str) -> dict[str, Any]:
     if missing:
         raise ParameterError(f"watch settings: parameters {', '.join(missing)} must be set")
     if not isinstance(doc.get("job_variables", {}), dict):
-        raise ParameterError("watch settings: job_variables must be an object (e.g. {\"cpu_request\": \"250m\"})")
+        raise ParameterError('watch settings: job_variables must be an object (e.g. {"cpu_request": "250m"})')
     interval, cron = doc.get("interval"), doc.get("cron")
     if bool(interval) == bool(cron):
         raise ParameterError("watch settings: set exactly one of 'interval' (seconds) or 'cron'")
@@ -141,25 +142,48 @@ def watch_prefix(
     out_opts = {**env_options("output"), **output_storage_options}
     log = run_logger()
     memory = state_url(output_prefix, source)
-    watcher = watch.Watcher(source, output_prefix, EXTENSIONS[output_type], settle=settle_seconds,
-                            ready_suffix=ready_suffix, retry_failed=retry_failed, input_options=in_opts,
-                            output_options=out_opts, files=load_state(memory, out_opts))
+    watcher = watch.Watcher(
+        source,
+        output_prefix,
+        EXTENSIONS[output_type],
+        settle=settle_seconds,
+        ready_suffix=ready_suffix,
+        retry_failed=retry_failed,
+        input_options=in_opts,
+        output_options=out_opts,
+        files=load_state(memory, out_opts),
+    )
     poll = watcher.poll()
-    log.info("%s: %d files listed, %d to convert, %d not settled yet, %d complete already, %d failed before",
-             storage.shown(source), poll.listed, len(poll.ready), len(poll.waiting), len(poll.done),
-             len(poll.failed_before))
+    log.info(
+        "%s: %d files listed, %d to convert, %d not settled yet, %d complete already, %d failed before",
+        storage.shown(source),
+        poll.listed,
+        len(poll.ready),
+        len(poll.waiting),
+        len(poll.done),
+        len(poll.failed_before),
+    )
     for _, error in poll.failed_before:
         log.warning("not retried (unchanged since it failed): %s", error)
     results: list[FileResult] = []
     if poll.ready:
         try:
             state = convert_cruise(
-                sources=[f.url for f in poll.ready], sonar_model=sonar_model, output_prefix=output_prefix,
-                output_type=output_type, xml_path=xml_path, convert_params=convert_params,
-                files_per_job=files_per_job, concurrency=concurrency,
-                input_storage_options=input_storage_options, output_storage_options=output_storage_options,
-                batch_deployment=batch_deployment, job_variables=job_variables, poll_seconds=poll_seconds,
-                return_state=True)
+                sources=[f.url for f in poll.ready],
+                sonar_model=sonar_model,
+                output_prefix=output_prefix,
+                output_type=output_type,
+                xml_path=xml_path,
+                convert_params=convert_params,
+                files_per_job=files_per_job,
+                concurrency=concurrency,
+                input_storage_options=input_storage_options,
+                output_storage_options=output_storage_options,
+                batch_deployment=batch_deployment,
+                job_variables=job_variables,
+                poll_seconds=poll_seconds,
+                return_state=True,
+            )
             data = state.result(raise_on_failure=False)
             if isinstance(data, BaseException):
                 raise data
@@ -175,7 +199,8 @@ def watch_prefix(
     elif watcher.changed:
         save_state(memory, out_opts, watcher.files, source)
     if not results:
-        return Completed(message=f"{poll.listed} files listed: nothing new and settled "
-                                 f"({len(poll.waiting)} not settled yet)",
-                         data=Summary(files=[]).model_dump())
+        return Completed(
+            message=f"{poll.listed} files listed: nothing new and settled ({len(poll.waiting)} not settled yet)",
+            data=Summary(files=[]).model_dump(),
+        )
     return finish(Summary(files=results), "watch-prefix")

@@ -48,18 +48,39 @@ def sample_count(sv: "xr.Dataset", mvbs: "xr.Dataset", p: dict[str, Any]) -> "xr
     lefts = pd.DatetimeIndex(mvbs["ping_time"].values)
     pings = lefts.union([lefts[-1] + pd.Timedelta(p.get("ping_time_bin", "20s"))]).values
     dim0 = list(sv.sizes)[0]
-    counts = xarray_reduce(sv["Sv"], sv[dim0], sv["ping_time"], sv[range_var],
-                           expected_groups=(None, _convert_bins_to_interval_index(pings, closed=closed),
-                                            _convert_bins_to_interval_index(ranges, closed=closed)),
-                           isbin=[False, True, True], func="count", fill_value=0)
+    counts = xarray_reduce(
+        sv["Sv"],
+        sv[dim0],
+        sv["ping_time"],
+        sv[range_var],
+        expected_groups=(
+            None,
+            _convert_bins_to_interval_index(pings, closed=closed),
+            _convert_bins_to_interval_index(ranges, closed=closed),
+        ),
+        isbin=[False, True, True],
+        func="count",
+        fill_value=0,
+    )
     ones = xr.ones_like(sv["ping_time"], dtype="uint32").rename("pings").drop_vars("ping_time")
-    per_ping = xarray_reduce(ones, sv["ping_time"],
-                             expected_groups=(_convert_bins_to_interval_index(pings, closed=closed),),
-                             isbin=[True], func="sum", fill_value=0)
-    mvbs["sample_count"] = (mvbs["Sv"].dims, counts.values.astype("uint32"),
-                            {"long_name": "Number of Sv samples averaged in the cell"})
-    mvbs["ping_count"] = (("ping_time",), per_ping.values.astype("uint32"),
-                          {"long_name": "Number of pings in the time bin"})
+    per_ping = xarray_reduce(
+        ones,
+        sv["ping_time"],
+        expected_groups=(_convert_bins_to_interval_index(pings, closed=closed),),
+        isbin=[True],
+        func="sum",
+        fill_value=0,
+    )
+    mvbs["sample_count"] = (
+        mvbs["Sv"].dims,
+        counts.values.astype("uint32"),
+        {"long_name": "Number of Sv samples averaged in the cell"},
+    )
+    mvbs["ping_count"] = (
+        ("ping_time",),
+        per_ping.values.astype("uint32"),
+        {"long_name": "Number of pings in the time bin"},
+    )
     return mvbs
 
 
@@ -77,10 +98,16 @@ def compute(stage: str, params: dict[str, Any], data: Any, ed: Any) -> Any:
 
 
 def _request(chain: FileChain) -> ConvertRequest:
-    return ConvertRequest(raw_file=chain.source, sonar_model=chain.sonar_model, xml_path=chain.xml_path,
-                          convert_params=chain.steps[0].params.get("convert_params"),
-                          input_storage_options=chain.source_options, output_path=chain.steps[0].output or "-",
-                          output_type="zarr", output_storage_options=chain.output_options)
+    return ConvertRequest(
+        raw_file=chain.source,
+        sonar_model=chain.sonar_model,
+        xml_path=chain.xml_path,
+        convert_params=chain.steps[0].params.get("convert_params"),
+        input_storage_options=chain.source_options,
+        output_path=chain.steps[0].output or "-",
+        output_type="zarr",
+        output_storage_options=chain.output_options,
+    )
 
 
 def ping_span(ed: Any) -> tuple[Optional[str], Optional[str]]:
@@ -98,7 +125,7 @@ def run_chain(chain: FileChain, done: list[str]) -> ChainResult:
     span: tuple[Optional[str], Optional[str]] = (None, None)
     with storage.scratch_dir() as workdir:
         try:
-            for i, step in enumerate(chain.steps[:last + 1]):
+            for i, step in enumerate(chain.steps[: last + 1]):
                 start = time.perf_counter()
                 if i == 0:
                     values.append(convert.open_raw(_request(chain), workdir))
@@ -109,9 +136,16 @@ def run_chain(chain: FileChain, done: list[str]) -> ChainResult:
                     continue
                 job = jobs[step.output]
                 nbytes = save(values[i], job, first_ping=span[0], last_ping=span[1])
-                results.append(StageResult(stage=step.stage, item=chain.item, output=storage.public_url(job.output),
-                                           status="converted" if i == 0 else "computed", bytes=nbytes,
-                                           seconds=round(time.perf_counter() - start, 3)))
+                results.append(
+                    StageResult(
+                        stage=step.stage,
+                        item=chain.item,
+                        output=storage.public_url(job.output),
+                        status="converted" if i == 0 else "computed",
+                        bytes=nbytes,
+                        seconds=round(time.perf_counter() - start, 3),
+                    )
+                )
         finally:
             values.clear()
             gc.collect()  # EchoData holds large arrays in cycles; free them before the next file
@@ -130,5 +164,6 @@ def _compute(stage: str, params: dict[str, Any], data: Any, ed: Any, item: str) 
 
 
 def failed(job: Job, error: str) -> StageResult:
-    return StageResult(stage=job.stage, item=job.item, status="failed",
-                       output=storage.public_url(job.output), error=error)
+    return StageResult(
+        stage=job.stage, item=job.item, status="failed", output=storage.public_url(job.output), error=error
+    )

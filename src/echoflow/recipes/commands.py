@@ -47,8 +47,9 @@ def print_listing(listing: Any) -> None:
 
     print_wide(out, table)
     for f in listing.undated:
-        out.print(f"[yellow]left out[/] (no time in its name, cannot be placed in the window): {f.url}",
-                  highlight=False)
+        out.print(
+            f"[yellow]left out[/] (no time in its name, cannot be placed in the window): {f.url}", highlight=False
+        )
     out.print(f"would process {listing.headline()}", highlight=False, soft_wrap=True)
 
 
@@ -62,8 +63,13 @@ def print_plan(plan: Any) -> None:
         table.add_column(col, overflow="fold")
     for sp in plan.stages:
         done = sum(is_complete(j) for j in sp.jobs)
-        table.add_row(sp.name, str(len(sp.jobs)), str(done), str(len(sp.jobs) - done),
-                      sp.jobs[0].output.removeprefix(prefix) if sp.jobs else "")
+        table.add_row(
+            sp.name,
+            str(len(sp.jobs)),
+            str(done),
+            str(len(sp.jobs) - done),
+            sp.jobs[0].output.removeprefix(prefix) if sp.jobs else "",
+        )
     out.print(table)
     out.print(plan.describe(), highlight=False, soft_wrap=True)
 
@@ -72,8 +78,9 @@ def print_results(data: dict[str, Any], prefix: str) -> None:
     from echoflow import display
 
     display.print_wide(out, display.results_table(data, prefix))
-    display.print_errors(out, [f"{r['stage']} {r['item']}: {r['error']}" for r in data.get("results", [])
-                               if r.get("error")])
+    display.print_errors(
+        out, [f"{r['stage']} {r['item']}: {r['error']}" for r in data.get("results", []) if r.get("error")]
+    )
     display.print_run_url(out)
 
 
@@ -103,8 +110,15 @@ def _answer_if_complete(plan: Any, json_out: bool, quiet: bool) -> int:
     result = report(plan, done)
     prefix = plan.recipe.output.prefix.rstrip("/") + "/"
     if json_out:
-        display.print_json({"ok": True, "headline": result["headline"], "output_prefix": prefix,
-                            "prefect_api": None, "results": result["results"]})
+        display.print_json(
+            {
+                "ok": True,
+                "headline": result["headline"],
+                "output_prefix": prefix,
+                "prefect_api": None,
+                "results": result["results"],
+            }
+        )
     elif not quiet:
         print_results(result, prefix)
         err.print("[dim]every output is complete; nothing to run (--overwrite recomputes)[/]", highlight=False)
@@ -117,8 +131,12 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute complete outputs"),
     option: List[str] = typer.Option([], "--option", help="fsspec option to read the recipe URL, KEY=VALUE"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's run logs and library warnings"),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (every output's stage, item, "
-                                  "status, output, seconds, error) instead of the table"),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON document (every output's stage, item, "
+        "status, output, seconds, error) instead of the table",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table: failures and exit code only"),
 ) -> None:
     """Run a processing recipe (open_raw → combine → Sv → MVBS …) on the embedded Prefect API."""
@@ -135,10 +153,9 @@ def run(
         files = _answer_if_complete(plan, json_out, quiet) if not overwrite else len(plan.chains)
     except EchoflowError as exc:
         _fail(one_line(exc))
-    from echoflow.workers import Workers, available_cpus, using
-
     from echoflow import display
     from echoflow.cli import err as cli_err
+    from echoflow.workers import Workers, available_cpus, using
 
     # before the workers start: they inherit this process's stderr
     library = display.LibraryOutput(not verbose, (err, cli_err)).__enter__()
@@ -157,8 +174,11 @@ def run(
         display.libraries_to_run_log(load_echopype=False)
     from echoflow.recipes.flow import run_recipe
 
-    with display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)), foreground_run(), \
-            using(pool):
+    with (
+        display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)),
+        foreground_run(),
+        using(pool),
+    ):
         state = run_recipe(recipe=recipe, storage_options=opts, overwrite=overwrite, return_state=True)
         display.note_run(state)
     pool.release()  # the processes exit while this one reports
@@ -168,12 +188,20 @@ def run(
         _fail(one_line(result))
     prefix = rec.output.prefix.rstrip("/") + "/"
     if json_out:
-        display.print_json({"ok": state.is_completed(), "headline": result.get("headline", ""),
-                            "output_prefix": prefix, "prefect_api": where, "run_url": display.run_url(),
-                            "results": result.get("results", [])})
+        display.print_json(
+            {
+                "ok": state.is_completed(),
+                "headline": result.get("headline", ""),
+                "output_prefix": prefix,
+                "prefect_api": where,
+                "run_url": display.run_url(),
+                "results": result.get("results", []),
+            }
+        )
     elif quiet:
-        display.print_errors(err, [f"{r['stage']} {r['item']}: {r['error']}" for r in result.get("results", [])
-                                   if r.get("error")])
+        display.print_errors(
+            err, [f"{r['stage']} {r['item']}: {r['error']}" for r in result.get("results", []) if r.get("error")]
+        )
     else:
         print_results(result, prefix)
     raise typer.Exit(0 if state.is_completed() else 1)
@@ -190,8 +218,9 @@ def discover(
     sonar_model: Optional[str] = typer.Option(None, "--sonar-model", "-m", help="Sets the default pattern"),
     anon: bool = typer.Option(False, "--anon", help="Anonymous access (public buckets)"),
     option: List[str] = typer.Option([], "--option", help="fsspec storage option, KEY=VALUE (JSON values)"),
-    manifest: Optional[str] = typer.Option(None, "--manifest", help="Also write the files, one a line, to this "
-                                           "file: `echoflow convert @FILE` reads it"),
+    manifest: Optional[str] = typer.Option(
+        None, "--manifest", help="Also write the files, one a line, to this file: `echoflow convert @FILE` reads it"
+    ),
 ) -> None:
     """List the raw files of a ship / cruise / instrument that overlap the window."""
     from echoflow import discover as disc
@@ -199,13 +228,14 @@ def discover(
     parts = [ship, cruise, instrument]
     if any(parts) and not all(parts):
         _fail("give --ship, --cruise and --instrument together (or none, to list ROOT itself)")
-    folder = disc.archive_folder(root, *parts) if all(parts) else root
+    folder = disc.archive_folder(root, ship, cruise, instrument) if ship and cruise and instrument else root
     opts = _options(option, "--option")
     if anon:
         opts["anon"] = True
     try:
-        listing = disc.list_raw(folder, pattern or disc.default_pattern(sonar_model), opts,
-                                _when(start, "--start"), _when(end, "--end"))
+        listing = disc.list_raw(
+            folder, pattern or disc.default_pattern(sonar_model), opts, _when(start, "--start"), _when(end, "--end")
+        )
     except EchoflowError as exc:
         _fail(one_line(exc))
     print_listing(listing)
@@ -214,11 +244,14 @@ def discover(
             n = disc.write_manifest(listing, manifest)
         except OSError as exc:
             _fail(f"{manifest}: cannot write the manifest ({exc.strerror or exc})")
-        err.print(f"wrote {n} file{'s' if n != 1 else ''} to {manifest}; convert them with: "
-                  f"echoflow convert @{manifest} -m MODEL -o OUT", highlight=False, soft_wrap=True)
+        err.print(
+            f"wrote {n} file{'s' if n != 1 else ''} to {manifest}; convert them with: "
+            f"echoflow convert @{manifest} -m MODEL -o OUT",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="run")(run)
     app.command(name="discover")(discover)
-

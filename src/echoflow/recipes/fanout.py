@@ -12,12 +12,13 @@ child that died without one is judged by the markers of its outputs.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Optional, cast
 from uuid import UUID
 
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.states import Completed, Failed, State
 
@@ -44,8 +45,8 @@ def run_part(plan: Plan, records: dict[str, dict[str, Any]], overwrite: bool, pa
     else:
         wanted = set(part.get("files") or [])
         chains = [pending(c, records) for c in plan.chains if c.item in wanted]
-        todo = [c for c in chains if c is not None]
-        results = run_chains(todo, pool_size(workers, len(todo)))
+        ready = [c for c in chains if c is not None]
+        results = run_chains(ready, pool_size(workers, len(ready)))
     rows = [r.model_dump() for r in results]
     create_table_artifact(key=PART_KEY, table=rows, description=f"{len(rows)} outputs")
     bad = sum(r.status == "failed" for r in results)
@@ -63,24 +64,48 @@ def part_results(run_id: UUID, jobs: list[Job]) -> list[StageResult]:
     """A child's results; for a child that left none, its outputs' markers decide."""
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=[PART_KEY])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=[PART_KEY])
+            )
+        )
     if found:
-        rows = found[0].data
+        rows: Any = found[0].data
         return [StageResult(**r) for r in (json.loads(rows) if isinstance(rows, str) else rows)]
     why = f"child run {run.name} ended {run.state_name}: {(run.state.message if run.state else '') or 'no results'}"
-    return [StageResult(stage=j.stage, item=j.item, status="computed", output=j.output) if is_complete(j)
-            else failed(j, why) for j in jobs]
+    return [
+        StageResult(stage=j.stage, item=j.item, status="computed", output=j.output)
+        if is_complete(j)
+        else failed(j, why)
+        for j in jobs
+    ]
 
 
-def fan_out(params: dict[str, Any], parts: list[tuple[Part, list[Job]]], deployment: str, queue: Optional[str],
-            job_variables: dict[str, Any], poll_seconds: float) -> list[StageResult]:
+def fan_out(
+    params: dict[str, Any],
+    parts: list[tuple[Part, list[Job]]],
+    deployment: str,
+    queue: Optional[str],
+    job_variables: dict[str, Any],
+    poll_seconds: float,
+) -> list[StageResult]:
     """Start one child run per part, wait for all, gather their results."""
     if not parts:
         return []
-    runs = [run_deployment(name=deployment, parameters={**params, "part": part}, timeout=0,
-                           work_queue_name=queue, job_variables=job_variables or None, tags=["echoflow-recipe"])
-            for part, _ in parts]
+    runs = [
+        cast(  # called from a sync flow, run_deployment returns the run, not a coroutine
+            FlowRun,
+            run_deployment(
+                name=deployment,
+                parameters={**params, "part": part},
+                timeout=0,
+                work_queue_name=queue,
+                job_variables=job_variables or None,
+                tags=["echoflow-recipe"],
+            ),
+        )
+        for part, _ in parts
+    ]
     run_logger().info("started child runs of %s: %s", deployment, ", ".join(r.name for r in runs))
     wait_all([r.id for r in runs], poll_seconds)
     out: list[StageResult] = []
@@ -90,8 +115,10 @@ def fan_out(params: dict[str, Any], parts: list[tuple[Part, list[Job]]], deploym
 
 
 def file_parts(todo: list[tuple[FileChain, list[str]]], files_per_job: int) -> list[tuple[Part, list[Job]]]:
-    return [({"files": [c.item for c, _ in chunk]}, [j for c, done in chunk for j in c.jobs() if j.output not in done])
-            for chunk in chunked(todo, files_per_job)]
+    return [
+        ({"files": [c.item for c, _ in chunk]}, [j for c, done in chunk for j in c.jobs() if j.output not in done])
+        for chunk in chunked(todo, files_per_job)
+    ]
 
 
 def group_parts(jobs: list[Job]) -> list[tuple[Part, list[Job]]]:

@@ -22,7 +22,7 @@ from prefect.states import Completed, Failed, State
 from echoflow import quicklook, storage
 from echoflow.errors import ParameterError, one_line
 from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
-from echoflow.flows.runs import echoflow_flow, record_recipe, recipe_run_name
+from echoflow.flows.runs import echoflow_flow, recipe_run_name, record_recipe
 from echoflow.recipes import fanout
 from echoflow.recipes.load import load_recipe, with_env_options
 from echoflow.recipes.plan import Job, Plan, complete, is_done, make_plan
@@ -33,12 +33,20 @@ from echoflow.recipes.tasks import pool_size, run_chains, run_reduces
 QUICKLOOK_STAGES = ("compute_Sv", "compute_MVBS")
 
 
-@task(name="Quick-look", task_run_name="quick-look {job.stage} {job.item}", cache_policy=NO_CACHE,
-      retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def quicklook_task(job: Job, prefix: str, vmin: Optional[float], vmax: Optional[float],
-                   redo: bool) -> list[quicklook.Echogram]:
-    return quicklook.render(job.output, prefix, job.stage, job.item, job.storage_options,
-                            vmin=vmin, vmax=vmax, redo=redo)
+@task(
+    name="Quick-look",
+    task_run_name="quick-look {job.stage} {job.item}",
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
+def quicklook_task(
+    job: Job, prefix: str, vmin: Optional[float], vmax: Optional[float], redo: bool
+) -> list[quicklook.Echogram]:
+    return quicklook.render(
+        job.output, prefix, job.stage, job.item, job.storage_options, vmin=vmin, vmax=vmax, redo=redo
+    )
 
 
 def quicklooks(plan: Plan, results: list[StageResult]) -> list[tuple[Job, list[quicklook.Echogram]]]:
@@ -51,10 +59,19 @@ def quicklooks(plan: Plan, results: list[StageResult]) -> list[tuple[Job, list[q
     for r in results:
         if r.stage not in QUICKLOOK_STAGES or r.status == "failed" or (plan.cross and r.item in files):
             continue
-        job = Job(stage=r.stage, item=r.item, params={}, inputs=[], output=r.output, fingerprint="",
-                  sonar_model=plan.recipe.sonar_model, storage_options=plan.recipe.output.storage_options)
-        state = quicklook_task(job, plan.recipe.output.prefix, q.vmin, q.vmax,
-                               redo=r.status == "computed", return_state=True)
+        job = Job(
+            stage=r.stage,
+            item=r.item,
+            params={},
+            inputs=[],
+            output=r.output,
+            fingerprint="",
+            sonar_model=plan.recipe.sonar_model,
+            storage_options=plan.recipe.output.storage_options,
+        )
+        state = quicklook_task(
+            job, plan.recipe.output.prefix, q.vmin, q.vmax, redo=r.status == "computed", return_state=True
+        )
         try:
             out.append((job, state.result()))
         except Exception as exc:  # noqa: BLE001 - a picture never fails the processing
@@ -72,9 +89,11 @@ def attach(looks: list[tuple[Job, list[quicklook.Echogram]]], plan: Plan) -> int
     rows = [(job.stage, job.item, g) for job, grams in looks for g in grams]
     if rows:
         q = plan.recipe.quicklook
-        create_markdown_artifact(key=artifact_key("echoflow-quicklooks", plan.recipe.name),
-                                 markdown=quicklook.markdown_index(rows, q.vmin, q.vmax),
-                                 description=f"echograms of recipe {plan.recipe.name}")
+        create_markdown_artifact(
+            key=artifact_key("echoflow-quicklooks", plan.recipe.name),
+            markdown=quicklook.markdown_index(rows, q.vmin, q.vmax),
+            description=f"echograms of recipe {plan.recipe.name}",
+        )
     return len(rows)
 
 
@@ -83,8 +102,9 @@ def summarize(plan: Plan, results: list[StageResult]) -> State:
     bad = [r for r in results if r.status == "failed"]
     data = report(plan, results)
     headline = data["headline"]
-    create_table_artifact(key=artifact_key("echoflow-recipe", plan.recipe.name),
-                          table=data["results"], description=headline)
+    create_table_artifact(
+        key=artifact_key("echoflow-recipe", plan.recipe.name), table=data["results"], description=headline
+    )
     if not bad:
         log.info(headline)
         return Completed(message=headline, data=data)
@@ -94,11 +114,18 @@ def summarize(plan: Plan, results: list[StageResult]) -> State:
 
 
 @echoflow_flow(name="run-recipe", flow_run_name=recipe_run_name, log_prints=True)
-def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated
-               overwrite: bool = False, fan_out: Optional[bool] = None, files_per_job: int = 50,
-               deployment: Optional[str] = None, work_queue: Optional[str] = "conversions",
-               job_variables: dict[str, Any] = {}, poll_seconds: float = 10.0,  # noqa: B006
-               part: dict[str, list[str]] = {}) -> State:  # noqa: B006
+def run_recipe(
+    recipe: str,
+    storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated
+    overwrite: bool = False,
+    fan_out: Optional[bool] = None,
+    files_per_job: int = 50,
+    deployment: Optional[str] = None,
+    work_queue: Optional[str] = "conversions",
+    job_variables: dict[str, Any] = {},  # noqa: B006 - never mutated
+    poll_seconds: float = 10.0,
+    part: dict[str, list[str]] = {},  # noqa: B006
+) -> State:
     """Run a processing recipe: per raw file open_raw → compute_Sv → add_depth / add_location →
     compute_MVBS / compute_NASC, then (with combine_echodata) each group's outputs.
 
@@ -146,8 +173,12 @@ def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 
     for c in plan.chains:
         results += [skipped(j, records) for j in c.jobs() if is_done(j, records)]
         todo += [t for t in [fanout.pending(c, records)] if t is not None]
-    log.info("%d of %d files to process%s", len(todo), len(plan.chains),
-             f" in child runs of {deployment}" if fan and todo else "")
+    log.info(
+        "%d of %d files to process%s",
+        len(todo),
+        len(plan.chains),
+        f" in child runs of {deployment}" if fan and todo else "",
+    )
     if fan:
         results += fanout.fan_out(child, fanout.file_parts(todo, files_per_job), *fan)
     else:
@@ -157,8 +188,9 @@ def run_recipe(recipe: str, storage_options: dict[str, Any] = {},  # noqa: B006 
     return summarize(plan, results)
 
 
-def cross_file(plan: Plan, results: list[StageResult], overwrite: bool, child: dict[str, Any],
-               fan: Optional[tuple[Any, ...]]) -> list[StageResult]:
+def cross_file(
+    plan: Plan, results: list[StageResult], overwrite: bool, child: dict[str, Any], fan: Optional[tuple[Any, ...]]
+) -> list[StageResult]:
     """Each group's outputs, once every file's chain is through; none when a file failed
     (a group output would silently miss that file's data)."""
     if not plan.cross:
@@ -166,18 +198,24 @@ def cross_file(plan: Plan, results: list[StageResult], overwrite: bool, child: d
     bad = {r.item for r in results if r.status == "failed"}
     if bad:
         why = f"not run: {len(bad)} file(s) failed"
-        return [StageResult(stage=s, item=plan.recipe.name, status="failed", output="", error=why)
-                for s in plan.cross]
+        return [StageResult(stage=s, item=plan.recipe.name, status="failed", output="", error=why) for s in plan.cross]
     groups, jobs = group_jobs(plan, complete(plan))
     done = complete_groups(plan, jobs, overwrite)
     todo = [j for j in jobs if not is_done(j, done)]
     log = run_logger()
-    log.info("%d group(s): %s; %d output(s) to make", len(groups),
-             ", ".join(f"{g.name} ({len(g.items)} files)" for g in groups[:20]), len(todo))
+    log.info(
+        "%d group(s): %s; %d output(s) to make",
+        len(groups),
+        ", ".join(f"{g.name} ({len(g.items)} files)" for g in groups[:20]),
+        len(todo),
+    )
     outside = sorted({c.item for c in plan.chains} - {i for g in groups for i in g.items})
     if outside:
-        log.warning("%d file(s) are in no group (no transect of the schedule holds them): %s",
-                    len(outside), ", ".join(outside[:10]))
+        log.warning(
+            "%d file(s) are in no group (no transect of the schedule holds them): %s",
+            len(outside),
+            ", ".join(outside[:10]),
+        )
     out = [skipped(j, done) for j in jobs if is_done(j, done)]
     if fan:
         return out + fanout.fan_out(child, fanout.group_parts(todo), *fan)

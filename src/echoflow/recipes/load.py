@@ -93,7 +93,7 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
-def _message(err: dict[str, Any], loc: Loc) -> str:
+def _message(err: Any, loc: Loc) -> str:  # a pydantic ErrorDetails
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
@@ -114,15 +114,17 @@ def _either(msgs: list[str]) -> str:
     """One message for the failed members of a union: 'expected a number or a list (got x)'."""
     if len(msgs) == 1:
         return msgs[0]
-    got = msgs[0][msgs[0].rfind(" (got "):] if " (got " in msgs[0] else ""
+    got = msgs[0][msgs[0].rfind(" (got ") :] if " (got " in msgs[0] else ""
     parts = [m.removesuffix(got).split(",")[0] for m in msgs]
     return parts[0] + "".join(" or " + p.removeprefix("expected ") for p in parts[1:]) + got
 
 
 def validate(data: Any, lines: dict[yamllines.Path, int], where: str) -> Recipe:
     if not isinstance(data, dict):
-        raise RecipeError(where, [(yamllines.line_of(lines, ()), "",
-                                   "expected a mapping with source, sonar_model, output and stages")])
+        raise RecipeError(
+            where,
+            [(yamllines.line_of(lines, ()), "", "expected a mapping with source, sonar_model, output and stages")],
+        )
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -134,13 +136,11 @@ def validate(data: Any, lines: dict[yamllines.Path, int], where: str) -> Recipe:
             found.setdefault(shown, [])
             if msg not in found[shown]:
                 found[shown].append(msg)
-        issues = [(yamllines.line_of(lines, loc), key_path(loc), _either(msgs))
-                  for loc, msgs in found.items()]
+        issues = [(yamllines.line_of(lines, loc), key_path(loc), _either(msgs)) for loc, msgs in found.items()]
         raise RecipeError(where, sorted(issues, key=lambda t: t[0] or 0)) from None
     problems = check_stages(recipe)
     if problems:
-        raise RecipeError(where, [(yamllines.line_of(lines, loc), key_path(loc), msg)
-                                  for loc, msg in problems])
+        raise RecipeError(where, [(yamllines.line_of(lines, loc), key_path(loc), msg) for loc, msg in problems])
     return recipe
 
 
@@ -154,12 +154,14 @@ def absolute(recipe: Recipe) -> Recipe:
     groups = recipe.groups
     if groups is not None and groups.schedule:
         groups = groups.model_copy(update={"schedule": fix(groups.schedule)})
-    return recipe.model_copy(update={
-        "xml_path": fix(recipe.xml_path),
-        "groups": groups,
-        "source": recipe.source.model_copy(update={"url": fix(recipe.source.url)}),
-        "output": recipe.output.model_copy(update={"prefix": fix(recipe.output.prefix)}),
-    })
+    return recipe.model_copy(
+        update={
+            "xml_path": fix(recipe.xml_path),
+            "groups": groups,
+            "source": recipe.source.model_copy(update={"url": fix(recipe.source.url)}),
+            "output": recipe.output.model_copy(update={"prefix": fix(recipe.output.prefix)}),
+        }
+    )
 
 
 def with_env_options(recipe: Recipe) -> Recipe:
@@ -167,10 +169,12 @@ def with_env_options(recipe: Recipe) -> Recipe:
     Kubernetes Secret), like the conversion flows: Prefect stores run parameters, and a
     recipe's text may be one. The recipe's own options win over the environment's."""
     src, out = recipe.source, recipe.output
-    return recipe.model_copy(update={
-        "source": src.model_copy(update={"storage_options": {**env_options("input"), **src.storage_options}}),
-        "output": out.model_copy(update={"storage_options": {**env_options("output"), **out.storage_options}}),
-    })
+    return recipe.model_copy(
+        update={
+            "source": src.model_copy(update={"storage_options": {**env_options("input"), **src.storage_options}}),
+            "output": out.model_copy(update={"storage_options": {**env_options("output"), **out.storage_options}}),
+        }
+    )
 
 
 def load_recipe(ref: str, storage_options: dict[str, Any] | None = None, env: bool = True) -> Recipe:

@@ -16,8 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from echoflow.discover import as_utc
 
-STAGES: tuple[str, ...] = ("open_raw", "combine_echodata", "compute_Sv", "compute_MVBS",
-                           "compute_NASC", "add_depth", "add_location")
+STAGES: tuple[str, ...] = (
+    "open_raw",
+    "combine_echodata",
+    "compute_Sv",
+    "compute_MVBS",
+    "compute_NASC",
+    "add_depth",
+    "add_location",
+)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 RANGE_BIN = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)\s*m\s*$")
 DIST_BIN = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)\s*nmi\s*$")
@@ -41,8 +48,11 @@ def _time_bin(value: Any) -> str:
     # checked with pandas alone so a recipe is validated without importing echopype.
     try:
         td = pd.Timedelta(value) if isinstance(value, str) else None
-        ok = td is not None and td > pd.Timedelta(0) and \
-            td.resolution_string.lower() in ("d", "h", "min", "s", "ms", "us", "ns")
+        ok = (
+            td is not None
+            and td > pd.Timedelta(0)
+            and td.resolution_string.lower() in ("d", "h", "min", "s", "ms", "us", "ns")
+        )
         pd.tseries.frequencies.to_offset(value)
     except (ValueError, KeyError, TypeError):
         ok = False
@@ -134,9 +144,10 @@ class Stage(_Strict):
         if isinstance(value, str):
             value = {value: None}
         if not isinstance(value, dict) or len(value) != 1:
-            raise ValueError("expected a stage name, or one stage name with its parameters "
-                             "(e.g. '- compute_MVBS: {range_bin: 20m}')")
-        (name, params), = value.items()
+            raise ValueError(
+                "expected a stage name, or one stage name with its parameters (e.g. '- compute_MVBS: {range_bin: 20m}')"
+            )
+        ((name, params),) = value.items()
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; expected one of: {', '.join(STAGES)}")
         return {name: {} if params is None else params}
@@ -146,7 +157,7 @@ class Stage(_Strict):
         return next(n for n in STAGES if getattr(self, n) is not None)
 
     @property
-    def params(self) -> BaseModel:
+    def params(self) -> Any:  # the model of this stage's kind
         return getattr(self, self.name)
 
 
@@ -184,8 +195,7 @@ class Source(_Strict):
     def _str_values(cls, v: Any) -> Any:
         # `cruise: 1801` is a number in YAML; in a path it is text.
         if isinstance(v, dict):
-            return {k: str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
-                    for k, x in v.items()}
+            return {k: str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for k, x in v.items()}
         return v
 
     def placeholders(self) -> list[str]:
@@ -258,7 +268,8 @@ class Recipe(_Strict):
             raise ValueError(f"unknown sonar model {v!r}; expected one of: {', '.join(sorted(sonar_models()))}")
         return name
 
-    def stage(self, name: str) -> Optional[BaseModel]:
+    def stage(self, name: str) -> Any:
+        """That stage's parameters (a model per stage kind), or None when absent."""
         return next((s.params for s in self.stages if s.name == name), None)
 
     @property
@@ -269,8 +280,13 @@ class Recipe(_Strict):
 # -- what stages need from each other ------------------------------------------------
 
 Issue = tuple[tuple[Union[str, int], ...], str]
-KIND = {"open_raw": "echodata", "combine_echodata": "echodata", "compute_Sv": "Sv",
-        "compute_MVBS": "MVBS", "compute_NASC": "NASC"}
+KIND = {
+    "open_raw": "echodata",
+    "combine_echodata": "echodata",
+    "compute_Sv": "Sv",
+    "compute_MVBS": "MVBS",
+    "compute_NASC": "NASC",
+}
 
 
 class Link(BaseModel):
@@ -296,7 +312,7 @@ def wiring(stages: list[Stage]) -> tuple[list[Link], list[Issue]]:
     for i, st in enumerate(stages):
         name, p = st.name, st.params
 
-        def bad(msg: str, key: Optional[str] = None) -> None:
+        def bad(msg: str, key: Optional[str] = None, i: int = i, name: str = name) -> None:
             issues.append((("stages", i, name, key) if key else ("stages", i), msg))
 
         if name in names[:i]:
@@ -331,9 +347,14 @@ def wiring(stages: list[Stage]) -> tuple[list[Link], list[Issue]]:
             prev = links[i - 1] if i else Link()
             if prev.kind not in ("Sv", "MVBS"):
                 bad(f"{name} needs compute_Sv before it (it adds to the Sv or MVBS right before it)")
-            links.append(Link(input=i - 1 if i else None, kind=prev.kind,
-                              depth=prev.depth or name == "add_depth",
-                              location=prev.location or name == "add_location"))
+            links.append(
+                Link(
+                    input=i - 1 if i else None,
+                    kind=prev.kind,
+                    depth=prev.depth or name == "add_depth",
+                    location=prev.location or name == "add_location",
+                )
+            )
     return links, issues
 
 
@@ -347,23 +368,35 @@ def check_stages(recipe: Recipe) -> list[Issue]:
     if sv is not None and recipe.sonar_model in ("EK80", "ES80", "EA640"):
         for key in ("waveform_mode", "encode_mode"):
             if getattr(sv, key) is None:
-                issues.append((("stages", idx, "compute_Sv", key),
-                               f"{recipe.sonar_model} data needs compute_Sv.{key} "
-                               f"({'CW, BB or FM' if key == 'waveform_mode' else 'complex or power'})"))
+                issues.append(
+                    (
+                        ("stages", idx, "compute_Sv", key),
+                        f"{recipe.sonar_model} data needs compute_Sv.{key} "
+                        f"({'CW, BB or FM' if key == 'waveform_mode' else 'complex or power'})",
+                    )
+                )
     if sv is not None and recipe.sonar_model == "AZFP":
         missing = [k for k in ("salinity", "pressure") if k not in (sv.env_params or {})]
         if missing:
-            issues.append((("stages", idx, "compute_Sv"),
-                           f"AZFP calibration needs env_params {' and '.join(missing)} "
-                           "(the file holds only temperature)"))
+            issues.append(
+                (
+                    ("stages", idx, "compute_Sv"),
+                    f"AZFP calibration needs env_params {' and '.join(missing)} (the file holds only temperature)",
+                )
+            )
     if sonar_models().get(recipe.sonar_model) and not recipe.xml_path:
-        issues.append((("sonar_model",), f"sonar model {recipe.sonar_model} needs its instrument "
-                                         "XML file: add xml_path"))
+        issues.append(
+            (("sonar_model",), f"sonar model {recipe.sonar_model} needs its instrument XML file: add xml_path")
+        )
     try:
         missing_values = [f for f in recipe.source.placeholders() if f not in recipe.source.values]
         if missing_values:
-            issues.append((("source", "path"), f"template uses {{{missing_values[0]}}} but "
-                                               f"source.values has no {missing_values[0]!r}"))
+            issues.append(
+                (
+                    ("source", "path"),
+                    f"template uses {{{missing_values[0]}}} but source.values has no {missing_values[0]!r}",
+                )
+            )
     except ValueError as exc:
         issues.append((("source", "path"), str(exc)))
     issues += cross_file_issues(recipe)
@@ -381,16 +414,18 @@ def cross_file_issues(recipe: Recipe) -> list[Issue]:
     issues: list[Issue] = []
     for i, name in enumerate(recipe.keep):
         if name not in names:
-            issues.append((("keep", i), f"{name!r} is not a stage of this recipe; expected one of: "
-                                        f"{', '.join(names)}"))
+            issues.append((("keep", i), f"{name!r} is not a stage of this recipe; expected one of: {', '.join(names)}"))
     if "combine_echodata" not in names:
         if recipe.groups is not None:
             issues.append((("groups",), "groups need combine_echodata: only cross-file stages run per group"))
         return issues
-    mvbs = names.index("compute_MVBS") if "compute_MVBS" in names else None
     p = recipe.stage("compute_MVBS")
     if p is not None and pd.Timedelta("1D") % pd.Timedelta(p.ping_time_bin) != pd.Timedelta(0):
-        issues.append((("stages", mvbs, "compute_MVBS", "ping_time_bin"),
-                       f"{p.ping_time_bin!r} does not divide a day; per-file MVBS are merged on bins "
-                       "counted from midnight, so use e.g. '20s', '5min' or '1h'"))
+        issues.append(
+            (
+                ("stages", names.index("compute_MVBS"), "compute_MVBS", "ping_time_bin"),
+                f"{p.ping_time_bin!r} does not divide a day; per-file MVBS are merged on bins "
+                "counted from midnight, so use e.g. '20s', '5min' or '1h'",
+            )
+        )
     return issues

@@ -75,9 +75,18 @@ class FileChain(BaseModel):
         for i, s in enumerate(self.steps):
             if s.output:
                 src = self.source if i == 0 else self.steps[s.input or 0].output or self.source
-                out.append(Job(stage=s.stage, item=self.item, params=s.params, inputs=[src], output=s.output,
-                               fingerprint=s.fingerprint, sonar_model=self.sonar_model,
-                               storage_options=self.output_options))
+                out.append(
+                    Job(
+                        stage=s.stage,
+                        item=self.item,
+                        params=s.params,
+                        inputs=[src],
+                        output=s.output,
+                        fingerprint=s.fingerprint,
+                        sonar_model=self.sonar_model,
+                        storage_options=self.output_options,
+                    )
+                )
         return out
 
 
@@ -104,12 +113,21 @@ class Plan(BaseModel):
     def describe(self) -> str:
         """What runs where, in one line: the per-file chain, what it writes, the group step."""
         steps = self.chains[0].steps
-        text = (f"per file: {' → '.join(s.stage for s in steps)} (in memory; written: "
-                f"{', '.join(s.stage for s in steps if s.output)})")
+        text = (
+            f"per file: {' → '.join(s.stage for s in steps)} (in memory; written: "
+            f"{', '.join(s.stage for s in steps if s.output)})"
+        )
         if self.cross:
             g = self.recipe.groups
-            how = "one group" if g is None else (f"groups by transect schedule {g.schedule}" if g.schedule
-                                                  else f"a new group after each pause longer than {g.gap}")
+            how = (
+                "one group"
+                if g is None
+                else (
+                    f"groups by transect schedule {g.schedule}"
+                    if g.schedule
+                    else f"a new group after each pause longer than {g.gap}"
+                )
+            )
             text += f"; after {COMBINE}, per group ({how}): {', '.join(self.cross)}"
         return text
 
@@ -123,8 +141,9 @@ def stage_output(recipe: Recipe, stage: str, item: str) -> str:
 
 def list_source(recipe: Recipe) -> discover.Listing:
     s = recipe.source
-    return discover.list_raw(s.folder(), s.pattern or discover.default_pattern(recipe.sonar_model),
-                             s.storage_options, s.start, s.end)
+    return discover.list_raw(
+        s.folder(), s.pattern or discover.default_pattern(recipe.sonar_model), s.storage_options, s.start, s.end
+    )
 
 
 def cross_stages(recipe: Recipe) -> list[str]:
@@ -150,17 +169,19 @@ def make_plan(recipe: Recipe) -> Plan:
     """Every file's chain. Raises when the source holds nothing to process."""
     listing = list_source(recipe)
     if not listing.selected:
-        raise InputNotFound(f"{listing.folder}: nothing to process ({listing.headline()}; "
-                            f"pattern {listing.pattern!r})")
+        raise InputNotFound(f"{listing.folder}: nothing to process ({listing.headline()}; pattern {listing.pattern!r})")
     stems: dict[str, str] = {}
     for f in listing.selected:
         other = stems.setdefault(storage.stem(f.url), f.url)
         if other != f.url:
-            raise ParameterError(f"{f.name} and {storage.shown(other)} would share the output "
-                                 f"{storage.stem(f.url)}{EXT}; narrow source.pattern")
+            raise ParameterError(
+                f"{f.name} and {storage.shown(other)} would share the output "
+                f"{storage.stem(f.url)}{EXT}; narrow source.pattern"
+            )
     if recipe.name in stems and COMBINE in recipe.stage_names:
-        raise ParameterError(f"the recipe's name {recipe.name!r} is also a file's name; their outputs "
-                             "would collide: choose another name")
+        raise ParameterError(
+            f"the recipe's name {recipe.name!r} is also a file's name; their outputs would collide: choose another name"
+        )
     links, _ = wiring(recipe.stages)
     cross = cross_stages(recipe)
     written = set(recipe.keep) | {recipe.stage_names[-1]} | {reduce_input(recipe, s) for s in cross}
@@ -177,17 +198,33 @@ def make_plan(recipe: Recipe) -> Plan:
                 continue
             params = st.params.model_dump(exclude_none=True)
             src = index.get(link.input) if link.input is not None else None
-            fp = fingerprint(stage=st.name, params=params, echopype=echopype,
-                             input=steps[src].fingerprint if src is not None else None,
-                             echodata=steps[0].fingerprint if steps else None,
-                             **({"source": storage.public_url(f.url), "xml": xml, "sonar_model": recipe.sonar_model}
-                                if st.name == "open_raw" else {}))
+            fp = fingerprint(
+                stage=st.name,
+                params=params,
+                echopype=echopype,
+                input=steps[src].fingerprint if src is not None else None,
+                echodata=steps[0].fingerprint if steps else None,
+                **(
+                    {"source": storage.public_url(f.url), "xml": xml, "sonar_model": recipe.sonar_model}
+                    if st.name == "open_raw"
+                    else {}
+                ),
+            )
             out = stage_output(recipe, st.name, item) if st.name in written else None
             index[i] = len(steps)
             steps.append(Step(stage=st.name, params=params, input=src, output=out, fingerprint=fp))
-        chains.append(FileChain(item=item, source=f.url, bytes=f.bytes, sonar_model=recipe.sonar_model,
-                                xml_path=recipe.xml_path, source_options=recipe.source.storage_options,
-                                output_options=recipe.output.storage_options, steps=steps))
+        chains.append(
+            FileChain(
+                item=item,
+                source=f.url,
+                bytes=f.bytes,
+                sonar_model=recipe.sonar_model,
+                xml_path=recipe.xml_path,
+                source_options=recipe.source.storage_options,
+                output_options=recipe.output.storage_options,
+                steps=steps,
+            )
+        )
     return Plan(recipe=recipe, listing=listing, chains=chains, cross=cross)
 
 
@@ -198,8 +235,11 @@ def complete(plan: Plan, overwrite: bool = False) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     prefix = plan.recipe.output.prefix.rstrip("/")
     for sp in plan.stages:
-        out.update(storage.complete_outputs(f"{prefix}/{sp.name}", [j.output for j in sp.jobs],
-                                            plan.recipe.output.storage_options))
+        out.update(
+            storage.complete_outputs(
+                f"{prefix}/{sp.name}", [j.output for j in sp.jobs], plan.recipe.output.storage_options
+            )
+        )
     return out
 
 

@@ -32,9 +32,16 @@ POSITIONS = ("latitude", "longitude")
 def join(parts: list[Any]) -> Any:
     import xarray as xr
 
-    return xr.concat(parts, dim="ping_time", data_vars="minimal", coords="minimal", compat="override",
-                     join="outer", fill_value={**{v: float("nan") for p in parts[:1] for v in p.data_vars},
-                                               **COUNTS}, combine_attrs="override")
+    return xr.concat(
+        parts,
+        dim="ping_time",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        join="outer",
+        fill_value={**{v: float("nan") for p in parts[:1] for v in p.data_vars}, **COUNTS},
+        combine_attrs="override",
+    )
 
 
 def merge_bin(holders: list[Any]) -> Any:
@@ -66,8 +73,10 @@ def merge_mvbs(parts: list[Any], ping_time_bin: str, names: list[str]) -> Any:
     for name, ts in zip(names, times):
         if any(t in shared for t in ts[1:-1]):
             other = next(n for n, o in zip(names, times) if n != name and set(o) & set(ts[1:-1]))
-            raise StageFailed(f"{storage.shown(name)} and {storage.shown(other)} hold pings of the same "
-                              "time; one file's MVBS cannot be merged into the other's (remove the duplicate)")
+            raise StageFailed(
+                f"{storage.shown(name)} and {storage.shown(other)} hold pings of the same "
+                "time; one file's MVBS cannot be merged into the other's (remove the duplicate)"
+            )
     merged = [merge_bin([p.sel(ping_time=[t]) for p, ts in zip(parts, times) if t in ts]) for t in sorted(shared)]
     body = [p.drop_sel(ping_time=[t for t in ts if t in shared]) for p, ts in zip(parts, times)]
     out = join([b for b in body if b.sizes["ping_time"]] + merged).sortby("ping_time")
@@ -112,5 +121,11 @@ def run_reduce(job: Job) -> StageResult:
     except Exception as exc:
         raise StageFailed(f"{job.stage} of group {job.item}: {one_line(exc)}") from exc
     nbytes = save(result, job, files=len(job.inputs))
-    return StageResult(stage=job.stage, item=job.item, status="computed", output=storage.public_url(job.output),
-                       bytes=nbytes, seconds=round(time.perf_counter() - start, 3))
+    return StageResult(
+        stage=job.stage,
+        item=job.item,
+        status="computed",
+        output=storage.public_url(job.output),
+        bytes=nbytes,
+        seconds=round(time.perf_counter() - start, 3),
+    )

@@ -39,8 +39,7 @@ class StageFailed(EchoflowError):
 
 # Storage encodings an input zarr leaves on variables; written again they clash with the
 # writer's own (zarr 3: "Cannot specify both compressor and compressors") or with new chunks.
-STORAGE_ENCODINGS = ("compressor", "compressors", "filters", "serializer", "chunks",
-                     "preferred_chunks", "shards")
+STORAGE_ENCODINGS = ("compressor", "compressors", "filters", "serializer", "chunks", "preferred_chunks", "shards")
 
 
 def clear_storage_encoding(ds: "xr.Dataset") -> "xr.Dataset":
@@ -75,11 +74,19 @@ def _write(result: "xr.Dataset | EchoData", staged: Path) -> None:
 
 
 def record(job: Job, nbytes: int, **extra: Any) -> dict[str, Any]:
-    return {"stage": job.stage, "item": job.item, "fingerprint": job.fingerprint,
-            "output": storage.public_url(job.output), "inputs": [storage.public_url(i) for i in job.inputs],
-            "params": job.params, "bytes": nbytes, "echoflow_version": __version__,
-            "echopype_version": version("echopype"),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+    return {
+        "stage": job.stage,
+        "item": job.item,
+        "fingerprint": job.fingerprint,
+        "output": storage.public_url(job.output),
+        "inputs": [storage.public_url(i) for i in job.inputs],
+        "params": job.params,
+        "bytes": nbytes,
+        "echoflow_version": __version__,
+        "echopype_version": version("echopype"),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
 
 
 def save(result: "xr.Dataset | EchoData", job: Job, **extra: Any) -> int:

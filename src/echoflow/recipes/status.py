@@ -22,8 +22,13 @@ def spans(plan: Plan, records: dict[str, dict[str, Any]], stage: str) -> list[Sp
         job = next((j for j in c.jobs() if j.stage == stage), None)
         rec = records.get(job.output) if job and is_done(job, records) else None
         if rec and rec.get("first_ping") and rec.get("last_ping"):
-            out.append(Span(item=c.item, first=datetime.fromisoformat(rec["first_ping"]),
-                            last=datetime.fromisoformat(rec["last_ping"])))
+            out.append(
+                Span(
+                    item=c.item,
+                    first=datetime.fromisoformat(rec["first_ping"]),
+                    last=datetime.fromisoformat(rec["last_ping"]),
+                )
+            )
     return out
 
 
@@ -40,11 +45,20 @@ def group_jobs(plan: Plan, records: dict[str, dict[str, Any]]) -> tuple[list[Gro
         for stage in plan.cross:
             parts = [chains[i][reduce_input(rec, stage)] for i in g.items]
             params = rec.stage(stage).model_dump(exclude_none=True)
-            jobs.append(Job(stage=stage, item=g.name, params=params, inputs=[p.output for p in parts],
-                            output=stage_output(rec, stage, g.name), sonar_model=rec.sonar_model,
-                            storage_options=rec.output.storage_options,
-                            fingerprint=fingerprint(stage=stage, params=params, group=g.name,
-                                                    inputs=[p.fingerprint for p in parts])))
+            jobs.append(
+                Job(
+                    stage=stage,
+                    item=g.name,
+                    params=params,
+                    inputs=[p.output for p in parts],
+                    output=stage_output(rec, stage, g.name),
+                    sonar_model=rec.sonar_model,
+                    storage_options=rec.output.storage_options,
+                    fingerprint=fingerprint(
+                        stage=stage, params=params, group=g.name, inputs=[p.fingerprint for p in parts]
+                    ),
+                )
+            )
     return groups, jobs
 
 
@@ -54,25 +68,34 @@ def complete_groups(plan: Plan, jobs: list[Job], overwrite: bool) -> dict[str, d
     prefix = plan.recipe.output.prefix.rstrip("/")
     out: dict[str, dict[str, Any]] = {}
     for stage in plan.cross:
-        out.update(storage.complete_outputs(f"{prefix}/{stage}", [j.output for j in jobs if j.stage == stage],
-                                            plan.recipe.output.storage_options))
+        out.update(
+            storage.complete_outputs(
+                f"{prefix}/{stage}", [j.output for j in jobs if j.stage == stage], plan.recipe.output.storage_options
+            )
+        )
     return out
 
 
 def skipped(job: Job, records: Optional[dict[str, dict[str, Any]]] = None) -> StageResult:
     rec = (records or {}).get(job.output) or {}
-    return StageResult(stage=job.stage, item=job.item, status="skipped", output=storage.public_url(job.output),
-                       bytes=rec.get("bytes"))
+    return StageResult(
+        stage=job.stage, item=job.item, status="skipped", output=storage.public_url(job.output), bytes=rec.get("bytes")
+    )
 
 
 def report(plan: Plan, results: list[StageResult]) -> dict[str, Any]:
     """The run's result: a headline, every output's row, the files."""
     counts = {s: sum(r.status == s for r in results) for s in ("converted", "computed", "skipped", "failed")}
-    headline = (f"recipe {plan.recipe.name}: {len(plan.listing.selected)} files, "
-                f"{len(results)} stage outputs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    return {"headline": headline, "results": [r.model_dump() for r in results],
-            "files": [f.model_dump(mode="json") for f in plan.listing.selected],
-            "undated": [f.model_dump(mode="json") for f in plan.listing.undated]}
+    headline = (
+        f"recipe {plan.recipe.name}: {len(plan.listing.selected)} files, "
+        f"{len(results)} stage outputs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    )
+    return {
+        "headline": headline,
+        "results": [r.model_dump() for r in results],
+        "files": [f.model_dump(mode="json") for f in plan.listing.selected],
+        "undated": [f.model_dump(mode="json") for f in plan.listing.undated],
+    }
 
 
 def standing(plan: Plan) -> tuple[Optional[list[StageResult]], int]:

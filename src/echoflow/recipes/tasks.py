@@ -31,21 +31,35 @@ def on_worker(fn: Callable[..., T], *args: Any) -> T:
     return workers.run(fn, *args) if workers else fn(*args)
 
 
-@task(name="File Chain", task_run_name="chain {chain.item}", cache_policy=NO_CACHE,
-      retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(
+    name="File Chain",
+    task_run_name="chain {chain.item}",
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
 def chain_task(chain: FileChain, done: list[str]) -> ChainResult:
     result = on_worker(run_chain, chain, done)
-    run_logger().info("%s: %s", chain.item, ", ".join(f"{r.stage} {r.status} ({r.seconds or 0:.1f} s)"
-                                                      for r in result.results))
+    run_logger().info(
+        "%s: %s", chain.item, ", ".join(f"{r.stage} {r.status} ({r.seconds or 0:.1f} s)" for r in result.results)
+    )
     return result
 
 
-@task(name="Group Output", task_run_name="{job.stage} {job.item}", cache_policy=NO_CACHE,
-      retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(
+    name="Group Output",
+    task_run_name="{job.stage} {job.item}",
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_transient,
+)
 def reduce_task(job: Job) -> StageResult:
     result = on_worker(run_reduce, job)
-    run_logger().info("%s %s: %d files -> %s (%.1f s)", job.stage, job.item, len(job.inputs), result.output,
-                      result.seconds or 0)
+    run_logger().info(
+        "%s %s: %d files -> %s (%.1f s)", job.stage, job.item, len(job.inputs), result.output, result.seconds or 0
+    )
     return result
 
 
@@ -62,9 +76,12 @@ def submit_all(fn: Any, calls: list[dict[str, Any]], workers: int) -> Iterator[t
             state = fn(**kw, return_state=True)
             yield i, _outcome(state)
         return
-    with (nullcontext(given) if given else Workers(workers)) as pool, using(pool), \
-            ThreadPoolTaskRunner(max_workers=2 * max(workers, pool.count)) as runner:
-        futures = {runner.submit(fn, kw): i for i, kw in enumerate(calls)}
+    with (
+        nullcontext(given) if given else Workers(workers) as pool,
+        using(pool),
+        ThreadPoolTaskRunner[Any](max_workers=2 * max(workers, pool.count)) as runner,
+    ):
+        futures: dict[Any, int] = {runner.submit(fn, kw): i for i, kw in enumerate(calls)}
         for fut in as_completed(list(futures)):
             yield futures[fut], _outcome(fut)
 

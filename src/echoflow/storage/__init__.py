@@ -5,20 +5,67 @@ paths/globs/manifests, output names), `locks` (one writer per output), `outputs`
 commit, completion markers checked against content). The protocol: docs/reliability.md.
 """
 
-from echoflow.storage.location import (filesystem, io_error, is_remote, is_transient_error, local_path,
-                                       public_url, shown)
+from echoflow.storage.location import filesystem, io_error, is_remote, is_transient_error, local_path, public_url, shown
 from echoflow.storage.locks import LOCK_SUFFIX, STAGING_DIR
-from echoflow.storage.outputs import (MARKER_SUFFIX, OutputWriter, check_output_name, check_writable, commit, complete_outputs,
-                                      discard, fetch, manifest_of, marker_url, read_marker, scratch_dir,
-                                      scratch_root, size_of, staging_path)
-from echoflow.storage.sources import (MANIFEST_SUFFIXES, expand_sources, identity, is_glob, is_manifest,
-                                      output_url, read_manifest, stem)
+from echoflow.storage.outputs import (
+    MARKER_SUFFIX,
+    OutputWriter,
+    check_output_name,
+    check_writable,
+    commit,
+    complete_outputs,
+    discard,
+    fetch,
+    manifest_of,
+    marker_url,
+    read_marker,
+    scratch_dir,
+    scratch_root,
+    size_of,
+    staging_path,
+)
+from echoflow.storage.sources import (
+    MANIFEST_SUFFIXES,
+    expand_sources,
+    identity,
+    is_glob,
+    is_manifest,
+    output_url,
+    read_manifest,
+    stem,
+)
 
 __all__ = [
-    "LOCK_SUFFIX", "MANIFEST_SUFFIXES", "MARKER_SUFFIX", "STAGING_DIR", "OutputWriter", "check_output_name",
+    "LOCK_SUFFIX",
+    "MANIFEST_SUFFIXES",
+    "MARKER_SUFFIX",
+    "STAGING_DIR",
+    "OutputWriter",
+    "check_output_name",
     "check_writable",
-    "commit", "complete_outputs", "discard", "expand_sources", "fetch", "filesystem", "identity", "io_error",
-    "is_glob", "is_manifest", "is_remote", "is_transient_error", "local_path", "manifest_of", "marker_url",
-    "output_url", "public_url", "read_manifest", "read_marker", "scratch_dir", "scratch_root", "shown",
-    "size_of", "staging_path", "stem",
+    "commit",
+    "complete_outputs",
+    "discard",
+    "expand_sources",
+    "fetch",
+    "filesystem",
+    "identity",
+    "io_error",
+    "is_glob",
+    "is_manifest",
+    "is_remote",
+    "is_transient_error",
+    "local_path",
+    "manifest_of",
+    "marker_url",
+    "output_url",
+    "public_url",
+    "read_manifest",
+    "read_marker",
+    "scratch_dir",
+    "scratch_root",
+    "shown",
+    "size_of",
+    "staging_path",
+    "stem",
 ]

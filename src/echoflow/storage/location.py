@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from echoflow.errors import (AccessDenied, EchoflowError, InputNotFound, OutputError, ParameterError,
-                             TransientIOError, one_line)
+from echoflow.errors import (
+    AccessDenied,
+    EchoflowError,
+    InputNotFound,
+    OutputError,
+    ParameterError,
+    TransientIOError,
+    one_line,
+)
 
 if TYPE_CHECKING:
     import fsspec
@@ -67,13 +74,45 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETIMEDOUT,
-                    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EPIPE, errno.EAGAIN}
-TRANSIENT_NAMES = ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
-                   "ServerDisconnectedError", "ClientConnectorError", "ClientOSError", "ClientPayloadError",
-                   "ServerTimeoutError", "IncompleteRead", "ResponseStreamingError")
-TRANSIENT_CODES = ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout",
-                   "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "TooManyRequests", "429")
+TRANSIENT_ERRNOS = {
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ECONNABORTED,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.EPIPE,
+    errno.EAGAIN,
+}
+TRANSIENT_NAMES = (
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "ServerDisconnectedError",
+    "ClientConnectorError",
+    "ClientOSError",
+    "ClientPayloadError",
+    "ServerTimeoutError",
+    "IncompleteRead",
+    "ResponseStreamingError",
+)
+TRANSIENT_CODES = (
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+    "502",
+    "504",
+    "TooManyRequests",
+    "429",
+)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -120,11 +159,12 @@ def io_error(exc: BaseException, url: str, action: str, written: Path | None = N
     if isinstance(exc, EchoflowError):
         return exc
     if written is not None and nearly_full(written):
-        return OutputError(f"{written.parent}: no space left on device while {action} ({one_line(exc)[:120]}); "
-                           "free space or choose another --out / ECHOFLOW_SCRATCH")
+        return OutputError(
+            f"{written.parent}: no space left on device while {action} ({one_line(exc)[:120]}); "
+            "free space or choose another --out / ECHOFLOW_SCRATCH"
+        )
     if is_transient_error(exc):
-        return TransientIOError(f"{where}: {action} failed ({one_line(exc)[:300]}); retried up to "
-                                f"{RETRY_BUDGET}")
+        return TransientIOError(f"{where}: {action} failed ({one_line(exc)[:300]}); retried up to {RETRY_BUDGET}")
     oserr = next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno), None)
     code = oserr.errno if oserr is not None else None
     path = getattr(oserr, "filename", None) or where
@@ -135,14 +175,17 @@ def io_error(exc: BaseException, url: str, action: str, written: Path | None = N
     if code == errno.EROFS:
         return OutputError(f"{path}: read-only file system while {action}; choose another --out")
     if code == errno.ENAMETOOLONG:
-        return ParameterError(f"{where}: file name too long for this file system while {action}; "
-                              "shorten the name or the output folder")
+        return ParameterError(
+            f"{where}: file name too long for this file system while {action}; shorten the name or the output folder"
+        )
     if isinstance(exc, FileNotFoundError):
         return InputNotFound(f"{where}: not found; check the path or bucket name")
     if isinstance(exc, PermissionError) or code in (errno.EACCES, errno.EPERM):
         if is_remote(url):
-            return AccessDenied(f"{where}: access denied (403) while {action}; check credentials "
-                                "(storage options, AWS_* variables) or use anonymous access (--anon) for public buckets")
+            return AccessDenied(
+                f"{where}: access denied (403) while {action}; check credentials "
+                "(storage options, AWS_* variables) or use anonymous access (--anon) for public buckets"
+            )
         return AccessDenied(f"{path}: permission denied while {action}; check the folder's owner and mode")
     if isinstance(exc, IsADirectoryError):
         return ParameterError(f"{where}: is a directory; pass a glob such as {where.rstrip('/')}/*.raw")

@@ -105,8 +105,10 @@ class LocalLock:
                 on_wait(self.holder())
                 told = True
             if time.monotonic() > deadline:
-                raise OutputBusy(f"{self.target}: still being written by {self.holder()} after {wait:.0f} s; "
-                                 "run again when that writer has finished")
+                raise OutputBusy(
+                    f"{self.target}: still being written by {self.holder()} after {wait:.0f} s; "
+                    "run again when that writer has finished"
+                )
             time.sleep(POLL_SECONDS)
 
     def still_held(self) -> bool:
@@ -203,8 +205,10 @@ class S3Lease:
                 on_wait(holder)
                 told = True
             if time.monotonic() > deadline:
-                raise OutputBusy(f"s3://{self.path.removesuffix(LOCK_SUFFIX)}: still being written by {holder} "
-                                 f"after {wait:.0f} s; run again when that writer has finished")
+                raise OutputBusy(
+                    f"s3://{self.path.removesuffix(LOCK_SUFFIX)}: still being written by {holder} "
+                    f"after {wait:.0f} s; run again when that writer has finished"
+                )
             time.sleep(POLL_SECONDS * 2)
         self._thread = threading.Thread(target=self._renew_loop, daemon=True, name="echoflow-lease")
         self._thread.start()

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
 from echoflow.errors import InputNotFound, OutputBusy, OutputError, ParameterError
-from echoflow.storage.locks import (LOCK_SUFFIX, STAGING_DIR, LocalLock, S3Lease, new_writer_id, short_key,
-                                    wait_seconds)
 from echoflow.storage.location import filesystem, io_error, is_remote, local_path, public_url
+from echoflow.storage.locks import LOCK_SUFFIX, STAGING_DIR, LocalLock, S3Lease, new_writer_id, short_key, wait_seconds
 
 if TYPE_CHECKING:
     import fsspec
@@ -42,8 +41,10 @@ def check_output_name(output: str) -> None:
         return
     name = local_path(output).name + MARKER_SUFFIX
     if len(name.encode()) > 255:
-        raise ParameterError(f"{output}: output name too long ({len(name.encode())} bytes with its marker "
-                             f"suffix {MARKER_SUFFIX}; file systems allow 255): shorten the file name")
+        raise ParameterError(
+            f"{output}: output name too long ({len(name.encode())} bytes with its marker "
+            f"suffix {MARKER_SUFFIX}; file systems allow 255): shorten the file name"
+        )
 
 
 # -- reading: is an output complete? ---------------------------------------------------
@@ -66,7 +67,7 @@ def _listed_manifest(fs: fsspec.AbstractFileSystem, path: str) -> Optional[Manif
         return {"": int(info["size"])}
     found = fs.find(path, detail=True)
     root = path.rstrip("/") + "/"
-    return {k[len(root):]: int(v["size"]) for k, v in found.items() if k.startswith(root)}
+    return {k[len(root) :]: int(v["size"]) for k, v in found.items() if k.startswith(root)}
 
 
 def agrees(record: Any, listed: Optional[Manifest]) -> bool:
@@ -106,7 +107,7 @@ def complete_outputs(prefix: str, outputs: list[str], options: dict[str, Any] | 
     names = {out.rstrip("/").rsplit("/", 1)[-1]: out for out in outputs}
     listed: dict[str, Manifest] = {}
     for key, info in found.items():
-        rel = key[len(root) + 1:] if key.startswith(root + "/") else None
+        rel = key[len(root) + 1 :] if key.startswith(root + "/") else None
         if rel is None:
             continue
         top, _, rest = rel.partition("/")
@@ -188,8 +189,15 @@ class OutputWriter:
     written (never when `overwrite`, unless another writer completed it while we waited).
     """
 
-    def __init__(self, output: str, options: dict[str, Any] | None, workdir: Path, overwrite: bool = False,
-                 on_wait: Optional[Callable[[str], None]] = None, staged: Optional[Path] = None) -> None:
+    def __init__(
+        self,
+        output: str,
+        options: dict[str, Any] | None,
+        workdir: Path,
+        overwrite: bool = False,
+        on_wait: Optional[Callable[[str], None]] = None,
+        staged: Optional[Path] = None,
+    ) -> None:
         self.output = output
         self.options = options
         self.workdir = workdir
@@ -250,8 +258,13 @@ class OutputWriter:
     def commit(self, record: dict[str, Any]) -> dict[str, Any]:
         """Move the staged output into place, then write its marker; returns the marker."""
         manifest = manifest_of(self.staged)
-        marker = {**record, "writer": self.writer, "bytes": sum(manifest.values()), "manifest": manifest,
-                  "committed": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        marker = {
+            **record,
+            "writer": self.writer,
+            "bytes": sum(manifest.values()),
+            "manifest": manifest,
+            "committed": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        }
         try:
             if is_remote(self.output):
                 self._commit_remote(marker)
@@ -289,14 +302,18 @@ class OutputWriter:
         else:
             fs.put_file(str(self.staged), path)
         if self.lock is not None and not self.lock.still_held():
-            raise OutputError(f"{public_url(self.output)}: this writer's lease expired and another writer took "
-                              "over; not marked complete (run again to check it)")
+            raise OutputError(
+                f"{public_url(self.output)}: this writer's lease expired and another writer took "
+                "over; not marked complete (run again to check it)"
+            )
         data = json.dumps(marker, indent=1, default=str).encode()
         try:
             fs.pipe_file(marker_url(path), data, mode="create")
         except FileExistsError:
-            raise OutputError(f"{public_url(self.output)}: another writer committed it at the same time; "
-                              "not marked complete by this writer (run again to check it)") from None
+            raise OutputError(
+                f"{public_url(self.output)}: another writer committed it at the same time; "
+                "not marked complete by this writer (run again to check it)"
+            ) from None
 
     def _release(self) -> None:
         if self.lock is not None:
@@ -343,12 +360,12 @@ def check_writable(prefix: str, options: dict[str, Any] | None) -> None:
 def fetch(url: str, options: dict[str, Any] | None, workdir: Path) -> str:
     """A local path for `url`: local files as they are, remote ones downloaded into workdir."""
     if not is_remote(url):
-        path = local_path(url)
-        if not path.is_file():
-            if path.is_dir():
+        here = local_path(url)
+        if not here.is_file():
+            if here.is_dir():
                 raise ParameterError(f"{url}: is a directory; pass a glob such as {url.rstrip('/')}/*.raw")
             raise InputNotFound(f"{url}: no such file; check the path")
-        return str(path)
+        return str(here)
     fs, path = filesystem(url, options)
     local = workdir / posixpath.basename(path.rstrip("/"))
     try:
@@ -358,6 +375,21 @@ def fetch(url: str, options: dict[str, Any] | None, workdir: Path) -> str:
     return str(local)
 
 
-__all__ = ["LOCK_SUFFIX", "MARKER_SUFFIX", "STAGING_DIR", "OutputWriter", "check_output_name", "check_writable", "commit",
-           "complete_outputs", "discard", "fetch", "marker_url", "read_marker", "scratch_dir", "scratch_root",
-           "size_of", "staging_path"]
+__all__ = [
+    "LOCK_SUFFIX",
+    "MARKER_SUFFIX",
+    "STAGING_DIR",
+    "OutputWriter",
+    "check_output_name",
+    "check_writable",
+    "commit",
+    "complete_outputs",
+    "discard",
+    "fetch",
+    "marker_url",
+    "read_marker",
+    "scratch_dir",
+    "scratch_root",
+    "size_of",
+    "staging_path",
+]

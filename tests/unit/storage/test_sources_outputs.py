@@ -5,16 +5,22 @@ from pathlib import Path
 import pytest
 
 from echoflow import storage
-from echoflow.errors import InputNotFound, OutputError
+from echoflow.errors import InputNotFound
 
 
 def test_expand_globs_manifests_and_dedupes(tmp_path):
     for n in ("a-D20180211-T000000.raw", "b-D20180211-T010000.raw", "c.txt.bak"):
         (tmp_path / n).write_bytes(b"x")
     manifest = tmp_path / "files.txt"
-    manifest.write_text("# cruise files\na-D20180211-T000000.raw\n\n" + str(tmp_path / "b-D20180211-T010000.raw") + "\n")
+    manifest.write_text(
+        "# cruise files\na-D20180211-T000000.raw\n\n" + str(tmp_path / "b-D20180211-T010000.raw") + "\n"
+    )
     got = storage.expand_sources([str(tmp_path / "*.raw"), str(manifest), "/elsewhere/x.raw"], {})
-    assert got == [str(tmp_path / "a-D20180211-T000000.raw"), str(tmp_path / "b-D20180211-T010000.raw"), "/elsewhere/x.raw"]
+    assert got == [
+        str(tmp_path / "a-D20180211-T000000.raw"),
+        str(tmp_path / "b-D20180211-T010000.raw"),
+        "/elsewhere/x.raw",
+    ]
 
 
 def test_glob_matching_nothing_is_an_error(tmp_path):
@@ -109,8 +115,9 @@ def test_same_file_by_glob_and_manifest_and_relative_path_is_kept_once(tmp_path,
     raw.write_bytes(b"x")
     (tmp_path / "m.txt").write_text("a-D20180211-T000000.raw\n./a-D20180211-T000000.raw\n")
     monkeypatch.chdir(tmp_path)
-    got = storage.expand_sources([str(tmp_path / "*.raw"), "@m.txt", "a-D20180211-T000000.raw",
-                                  str(tmp_path / "sub" / ".." / raw.name)], {})
+    got = storage.expand_sources(
+        [str(tmp_path / "*.raw"), "@m.txt", "a-D20180211-T000000.raw", str(tmp_path / "sub" / ".." / raw.name)], {}
+    )
     assert got == [str(raw)]
     assert storage.identity("s3://u:p@bucket/x/../a.raw?sig=1") == storage.identity("s3://bucket/a.raw")
 
@@ -119,8 +126,10 @@ def test_azfp_numbered_files_of_one_hour_get_distinct_outputs():
     a = storage.output_url("out", "raw/17031001.01A", ".nc")
     b = storage.output_url("out", "raw/17031001.02A", ".nc")
     assert (a, b) == ("out/17031001.01A.nc", "out/17031001.02A.nc")
-    assert storage.output_url("out", "s3://b/DY1801_EK60-D20180211-T164025.raw", ".zarr") == \
-        "out/DY1801_EK60-D20180211-T164025.zarr"
+    assert (
+        storage.output_url("out", "s3://b/DY1801_EK60-D20180211-T164025.raw", ".zarr")
+        == "out/DY1801_EK60-D20180211-T164025.zarr"
+    )
 
 
 def test_unwritable_output_fails_early(tmp_path):
@@ -146,14 +155,19 @@ def test_complete_outputs_checks_markers_against_one_listing(where, tmp_path, re
         return json.dumps({"bytes": sum(manifest.values()), "manifest": manifest}).encode()
 
     files = {
-        "a.zarr/zarr.json": b"{}", "a.zarr/g/zarr.json": b"{}}",
+        "a.zarr/zarr.json": b"{}",
+        "a.zarr/g/zarr.json": b"{}}",
         "a.zarr" + storage.MARKER_SUFFIX: marker({"zarr.json": 2, "g/zarr.json": 3}),
-        "b.nc": b"nc", "b.nc" + storage.MARKER_SUFFIX: marker({"": 2}),
+        "b.nc": b"nc",
+        "b.nc" + storage.MARKER_SUFFIX: marker({"": 2}),
         "c.zarr/zarr.json": b"{}",  # written, never committed
         "d.nc" + storage.MARKER_SUFFIX: marker({"": 4}),  # output removed since
-        "e.zarr/zarr.json": b"{}", "e.zarr" + storage.MARKER_SUFFIX: b'{"bytes": ',  # torn marker
-        "g.zarr/zarr.json": b"{}", "g.zarr" + storage.MARKER_SUFFIX: marker({"zarr.json": 2, "Env/zarr.json": 2}),
-        "h.nc": b"n", "h.nc" + storage.MARKER_SUFFIX: marker({"": 2}),  # size differs
+        "e.zarr/zarr.json": b"{}",
+        "e.zarr" + storage.MARKER_SUFFIX: b'{"bytes": ',  # torn marker
+        "g.zarr/zarr.json": b"{}",
+        "g.zarr" + storage.MARKER_SUFFIX: marker({"zarr.json": 2, "Env/zarr.json": 2}),
+        "h.nc": b"n",
+        "h.nc" + storage.MARKER_SUFFIX: marker({"": 2}),  # size differs
     }
     for name, data in files.items():
         if where == "local":
@@ -177,7 +191,10 @@ def test_zarr_folder_reaches_s3_whole(tmp_path, s3_options, private_bucket):
     marker = storage.commit(staged, out, s3_options, {})
     fs, path = storage.filesystem(out, s3_options)
     assert sorted(p.split("x.zarr/", 1)[1] for p in fs.find(path)) == [
-        "Sonar/Beam_group1/backscatter_r/c/0/0/0", "Sonar/zarr.json", "zarr.json"]
+        "Sonar/Beam_group1/backscatter_r/c/0/0/0",
+        "Sonar/zarr.json",
+        "zarr.json",
+    ]
     assert fs.cat_file(f"{path}/Sonar/zarr.json") == b"Sonar/zarr.json"
     assert storage.read_marker(out, s3_options) == marker and marker["bytes"] == 63
     assert not fs.exists(path + storage.LOCK_SUFFIX)  # the lease is released
