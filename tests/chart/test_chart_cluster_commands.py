@@ -14,7 +14,7 @@ from pathlib import Path
 import jobtemplate as jt
 import pytest
 
-from echoflow.cluster import expected_deployments
+from echoflow.cli.cluster import expected_deployments
 from echoflow.deploy import FLOWS
 
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ from recipe_samples import COPY_TIMES, simrad_name
 from samples import AZFP_RAW, AZFP_XML, REPO
 from typer.testing import CliRunner
 
-from echoflow.cli import app
+from echoflow.cli.app import app
 from echoflow.recipes import RecipeError, load_recipe
 from echoflow.storage import stem
 

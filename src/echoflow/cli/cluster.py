@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 import typer
 
+from echoflow.cli.common import fail
+
 cluster_app = typer.Typer(
     help="Checks run by the Helm chart's pods (wait for the API, helm test).", no_args_is_help=True
 )
@@ -38,8 +40,6 @@ def _say(message: str) -> None:
 def _api_url() -> str:
     url = os.environ.get("PREFECT_API_URL", "")
     if not url:
-        from echoflow.cli import fail  # late: cli imports this module while loading
-
         fail("PREFECT_API_URL is not set", code=2)
     return url
 

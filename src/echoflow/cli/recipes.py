@@ -6,25 +6,12 @@ from datetime import datetime
 from typing import Any, List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from echoflow.cli.common import err, out
+from echoflow.cli.common import fail as _fail
+from echoflow.cli.common import parse_options as _options
 from echoflow.errors import EchoflowError, one_line
-
-out = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    from echoflow.cli import fail  # late: cli imports this module while loading
-
-    fail(message, code)
-
-
-def _options(pairs: List[str], what: str) -> dict[str, Any]:
-    from echoflow.cli import parse_options  # late: cli imports this module while loading
-
-    return parse_options(pairs, what)
 
 
 def _when(text: Optional[str], what: str) -> Optional[datetime]:
@@ -154,11 +141,10 @@ def run(
     except EchoflowError as exc:
         _fail(one_line(exc))
     from echoflow import display
-    from echoflow.cli import err as cli_err
     from echoflow.workers import Workers, available_cpus, using
 
     # before the workers start: they inherit this process's stderr
-    library = display.LibraryOutput(not verbose, (err, cli_err)).__enter__()
+    library = display.LibraryOutput(not verbose, (err,)).__enter__()
     # echopype takes seconds to import: the worker processes load it while this process
     # starts Prefect (as `convert` does), and this process never imports it.
     pool = Workers(max(1, min(rec.concurrency or available_cpus(), files)))

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from echoflow.cli.common import fail, pydantic_message, storage_options
 from echoflow.errors import EchoflowError, is_transient, one_line
 
 out = Console(highlight=False, soft_wrap=True)
@@ -52,7 +53,6 @@ def watch(
     """Watch a folder or prefix and convert each raw file once it has settled; runs until Ctrl-C/SIGTERM."""
     from echoflow import storage
     from echoflow import watch as w
-    from echoflow.cli import _pydantic_message, fail, storage_options
     from echoflow.params import EXTENSIONS, BatchRequest
     from echoflow.stopping import on_signals
     from echoflow.workers import Workers, available_cpus, using
@@ -84,7 +84,7 @@ def watch(
         except EchoflowError as exc:
             fail(one_line(exc))
         except ValueError as exc:
-            fail(_pydantic_message(exc))
+            fail(pydantic_message(exc))
         watcher = w.Watcher(
             source,
             req.output_prefix,
