@@ -12,8 +12,8 @@ import pytest
 from echoflow import discover
 from echoflow.errors import ParameterError
 from echoflow.recipes import RecipeError, load_recipe
-from echoflow.recipes.model import wiring
 from echoflow.recipes.plan import make_plan
+from echoflow.recipes.wiring import wiring
 
 GOOD = """\
 name: dy1801

@@ -86,3 +86,9 @@ def test_the_core_knows_nothing_of_prefect_or_the_cli():
                 else ""
             )
             assert "import prefect" not in source and "from prefect" not in source, name
+
+
+def test_modules_stay_small():
+    """A module that outgrows 300 lines holds more than one idea: split it along them."""
+    sizes = {p.relative_to(SRC).as_posix(): len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
+    assert {p: n for p, n in sizes.items() if n > 300} == {}

@@ -6,7 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from echoflow.watch import Watcher, failure_url, split_source
+from echoflow.listing import split_source
+from echoflow.watch import Watcher, failure_url
 
 
 class Clock:

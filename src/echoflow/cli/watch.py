@@ -53,6 +53,7 @@ def watch(
     """Watch a folder or prefix and convert each raw file once it has settled; runs until Ctrl-C/SIGTERM."""
     from echoflow import storage
     from echoflow import watch as w
+    from echoflow.listing import check_source
     from echoflow.params import EXTENSIONS, BatchRequest
     from echoflow.stopping import on_signals
     from echoflow.workers import Workers, available_cpus, using
@@ -75,7 +76,7 @@ def watch(
         try:
             with using(pool):
                 req = BatchRequest(sources=[source], **params)  # one clean line before anything runs
-            w.check_source(source)
+            check_source(source)
             storage.check_writable(req.output_prefix, req.output_storage_options)
             if recipe is not None:
                 from echoflow.recipes.load import load_recipe

@@ -14,7 +14,8 @@ from echoflow import storage
 from echoflow.errors import ParameterError
 from echoflow.params import env_options
 from echoflow.recipes import yamllines
-from echoflow.recipes.model import Recipe, check_stages
+from echoflow.recipes.model import Recipe
+from echoflow.recipes.wiring import check_stages
 
 Loc = tuple[str | int, ...]
 

@@ -24,7 +24,8 @@ from pydantic import BaseModel
 
 from echoflow import discover, storage
 from echoflow.errors import InputNotFound, ParameterError
-from echoflow.recipes.model import Recipe, wiring
+from echoflow.recipes.model import Recipe
+from echoflow.recipes.wiring import wiring
 
 EXT = ".zarr"
 COMBINE = "combine_echodata"

@@ -2,23 +2,26 @@
 
 `location` (filesystems, URLs shown without secrets, errors by kind), `sources` (expand
 paths/globs/manifests, output names), `locks` (one writer per output), `outputs` (staging,
-commit, completion markers checked against content). The protocol: docs/reliability.md.
+commit), `markers` (completion records checked against content). The protocol:
+docs/reliability.md.
 """
 
 from echoflow.storage.location import filesystem, io_error, is_remote, is_transient_error, local_path, public_url, shown
 from echoflow.storage.locks import LOCK_SUFFIX, STAGING_DIR
-from echoflow.storage.outputs import (
+from echoflow.storage.markers import (
     MARKER_SUFFIX,
-    OutputWriter,
     check_output_name,
-    check_writable,
-    commit,
     complete_outputs,
-    discard,
-    fetch,
     manifest_of,
     marker_url,
     read_marker,
+)
+from echoflow.storage.outputs import (
+    OutputWriter,
+    check_writable,
+    commit,
+    discard,
+    fetch,
     scratch_dir,
     scratch_root,
     size_of,
