@@ -37,31 +37,33 @@ def convert(
 ) -> None:
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
     from echoflow.display import LibraryOutput
-    from echoflow.storage import is_glob, is_manifest
+    from echoflow.storage import count_local
     from echoflow.workers import Workers, available_cpus
 
     # echopype takes seconds to import: worker processes load it while this process starts
-    # Prefect, so this process never imports it.
-    many = len(sources) > 1 or any(is_glob(s) or is_manifest(s) for s in sources)
+    # Prefect, so this process never imports it. As many as the work needs: min(files, CPUs,
+    # --jobs), the files counted when that is cheap (local paths, globs and manifests).
+    files = count_local(sources)
+    workers = max(1, min(concurrency or available_cpus(), files or available_cpus()))
     library = LibraryOutput(not verbose, (err,)).__enter__()  # workers' library warnings: to the run log
-    pool = Workers(concurrency or available_cpus() if many else 1)
+    pool = Workers(workers)
     pool.__enter__()
     try:
         _convert(
             pool,
-            sources,
-            sonar_model,
-            out_prefix,
-            output_type,
-            xml,
-            overwrite,
-            concurrency,
-            anon,
-            input_option,
-            output_option,
-            verbose,
-            json_out,
-            quiet,
+            sources=sources,
+            sonar_model=sonar_model,
+            out_prefix=out_prefix,
+            output_type=output_type,
+            xml=xml,
+            overwrite=overwrite,
+            concurrency=concurrency,
+            anon=anon,
+            input_option=input_option,
+            output_option=output_option,
+            verbose=verbose,
+            json_out=json_out,
+            quiet=quiet,
         )
     finally:
         pool.__exit__(None, None, None)
@@ -70,6 +72,7 @@ def convert(
 
 def _convert(
     pool: Workers,
+    *,
     sources: List[str],
     sonar_model: str,
     out_prefix: str,

@@ -29,6 +29,7 @@ from echoflow.storage.outputs import (
 )
 from echoflow.storage.sources import (
     MANIFEST_SUFFIXES,
+    count_local,
     expand_sources,
     identity,
     is_glob,
@@ -48,6 +49,7 @@ __all__ = [
     "check_writable",
     "commit",
     "complete_outputs",
+    "count_local",
     "discard",
     "expand_sources",
     "fetch",

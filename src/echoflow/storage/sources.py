@@ -83,6 +83,17 @@ def expand_sources(sources: list[str], options: dict[str, Any] | None) -> list[s
     return list(out.values())
 
 
+def count_local(sources: list[str]) -> int | None:
+    """How many files local sources name (globs and manifests expanded), or None when any
+    source is remote or unreadable: sizing a worker pool must not cost a listing."""
+    if any(is_remote(s.lstrip("@")) for s in sources):
+        return None
+    try:
+        return len(expand_sources(sources, None))
+    except Exception:  # noqa: BLE001 - the flow reports bad sources properly
+        return None
+
+
 def stem(url: str) -> str:
     name = url.rstrip("/").rsplit("/", 1)[-1]
     if NUMBERED_SUFFIX.search(name):

@@ -198,3 +198,13 @@ def test_zarr_folder_reaches_s3_whole(tmp_path, s3_options, private_bucket):
     assert fs.cat_file(f"{path}/Sonar/zarr.json") == b"Sonar/zarr.json"
     assert storage.read_marker(out, s3_options) == marker and marker["bytes"] == 63
     assert not fs.exists(path + storage.LOCK_SUFFIX)  # the lease is released
+
+
+def test_count_local_sizes_a_pool_without_listing_remote_sources(tmp_path):
+    for n in ("a-D20180211-T000000.raw", "b-D20180211-T010000.raw"):
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "m.txt").write_text("a-D20180211-T000000.raw\n")
+    assert storage.count_local([str(tmp_path / "*.raw")]) == 2
+    assert storage.count_local([str(tmp_path / "*.raw"), "@" + str(tmp_path / "m.txt")]) == 2  # the same file once
+    assert storage.count_local(["s3://bucket/raw/*.raw"]) is None
+    assert storage.count_local([str(tmp_path / "none-*.raw")]) is None  # the flow reports it
