@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from echoflow import storage
-from echoflow.errors import InputNotFound
+from echoflow.errors import InputNotFound, OutputError
 
 
 def test_expand_globs_manifests_and_dedupes(tmp_path):
@@ -135,9 +135,9 @@ def test_azfp_numbered_files_of_one_hour_get_distinct_outputs():
 def test_unwritable_output_fails_early(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(OutputError, match="Not a directory") as info:
         storage.check_writable(str(blocker / "sub"), {})
-    assert "file" in str(info.value)
+    assert str(blocker / "sub") in str(info.value)
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
