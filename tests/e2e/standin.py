@@ -73,7 +73,13 @@ def register(objects: list[dict], template: dict, image: str, work: Path) -> str
     template_file.write_text(json.dumps(template))
     command[command.index("--base-job-template") + 1] = str(template_file)  # the ConfigMap the hook mounts
     assert command[command.index("--image") + 1] == image
-    env = {**os.environ, "ECHOFLOW_HOME": str(work / "home"), "COLUMNS": "200"}
+    # The hook container's literal env (e.g. ECHOFLOW_WATCH) as the hook has it.
+    literal = {
+        e["name"]: e["value"]
+        for e in hooks[0]["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        if "value" in e and not e["name"].startswith("PREFECT_")
+    }
+    env = {**os.environ, **literal, "ECHOFLOW_HOME": str(work / "home"), "COLUMNS": "200"}
     proc = subprocess.run([str(BIN / "echoflow"), *command[1:]], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return command[command.index("--pool") + 1]

@@ -52,7 +52,18 @@ def cluster(image, prefect_server, s3_server, s3_env, s3_options, tmp_path_facto
         prefect_server,
         s3_env,
         tmp_path_factory.mktemp("worker-loop"),
-        {"workPool.concurrencyLimit": QUEUE_LIMIT},
+        {
+            "workPool.concurrencyLimit": QUEUE_LIMIT,
+            # The watch deployment, on a schedule that never comes during a test (1 January);
+            # the test runs it by hand.
+            "watch.enabled": True,
+            "watch.source": f"s3://{RAW}/watch/*.raw",
+            "watch.sonarModel": "EK60",
+            "watch.outputPrefix": f"s3://{OUT}/watch",
+            "watch.cron": "0 0 1 1 *",
+            "watch.settleSeconds": 0,
+            "watch.filesPerJob": 1,
+        },
     ) as c:
         yield c
         worker_calls = [call for call in c.api.calls if call.who == "worker"]
@@ -80,10 +91,14 @@ def explain(c: Cluster) -> str:
 
 def jobs_of(c: Cluster, flow_run_id) -> list[dict]:
     """The Jobs of a flow run, as the API stand-in holds them (deleted ones left out)."""
+    return jobs_with(c, f"prefect.io/flow-run-id={flow_run_id}")
+
+
+def jobs_with(c: Cluster, selector: str) -> list[dict]:
     import httpx
 
     url = f"{c.api.urls['kubectl']}/apis/batch/v1/namespaces/{c.namespace}/jobs"
-    return httpx.get(url, params={"labelSelector": f"prefect.io/flow-run-id={flow_run_id}"}).json()["items"]
+    return httpx.get(url, params={"labelSelector": selector}).json()["items"]
 
 
 def settled_jobs(c: Cluster, flow_run_id) -> list[dict]:
@@ -240,6 +255,22 @@ def test_cruise_fans_out_into_child_jobs_under_the_queue_limit(cluster, s3_optio
     # The limit sits on the "conversions" queue: children ran side by side up to it, never beyond.
     assert active_peak([c.id for c in children]) == QUEUE_LIMIT
     assert sorted(r["source"] for r in steps.verify(out, s3_options, expect=2)) == sorted(good)
+
+
+def test_watch_run_fans_new_files_out_as_jobs_and_takes_nothing_twice(cluster, s3_options):
+    """The scheduled watch deployment as the chart registers it: one run lists the prefix and
+    sends each new settled file to a conversion Job; the next run finds nothing new."""
+    landed = steps.upload([EK60_RAW] * 2, f"s3://{RAW}/watch", s3_options, steps.ek60_names(2))
+    first = steps.trigger("watch-prefix/echoflow", {})
+    assert steps.wait([first], timeout=600)[first].state_name == "Completed", explain(cluster)
+    (job,) = settled_jobs(cluster, first)  # the watch run is a Job of its own
+    converted = [r["source"] for r in steps.verify(f"s3://{OUT}/watch", s3_options, expect=2)]
+    assert sorted(converted) == sorted(landed)
+    batch_jobs = jobs_with(cluster, "prefect.io/flow-name=convert-batch")
+    assert batch_jobs, "no conversion Job"
+    second = steps.trigger("watch-prefix/echoflow", {})
+    assert steps.wait([second], timeout=600)[second].state_name == "Completed", explain(cluster)
+    assert len(jobs_with(cluster, "prefect.io/flow-name=convert-batch")) == len(batch_jobs), "converted again"
 
 
 def states(run_id) -> list:
