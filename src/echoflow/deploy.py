@@ -130,7 +130,30 @@ def ensure_deployment(client: Any, flow_name: str, name: str, spec: dict[str, An
         return Change("deployment", full, "unchanged")
     flow_id = client.create_flow_from_name(flow_name)
     client.create_deployment(flow_id=flow_id, name=name, pull_steps=[], **spec)
+    if current is not None and spec.get("schedules") == []:
+        drop_scheduled_runs(client, current.id)
     return Change("deployment", full, "updated" if current else "created")
+
+
+def drop_scheduled_runs(client: Any, deployment_id: Any) -> None:
+    """A removed schedule takes its future runs with it, including one the server's scheduler
+    was inserting while the schedule changed (the server only drops those it knew of)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        )
+    )
+    for run in runs:
+        client.delete_flow_run(run.id)
 
 
 def deploy(

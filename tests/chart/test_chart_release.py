@@ -20,8 +20,23 @@ from chartcases import NAMESPACE, RELEASE
 REPO = jt.REPO
 
 
+# What an outer `make test` exports would override the Makefile's own defaults under test.
+MAKE_EXPORTS = (
+    "IMAGE",
+    "IMAGE_REPO",
+    "IMAGE_TAG",
+    "REGISTRY",
+    "VERSION",
+    "REVISION",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+)
+
+
 def make(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_EXPORTS}
+    return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
 
 
 def package_version() -> str:

@@ -62,7 +62,7 @@ def test_kind_script_commands(tmp_path):
     (stub_dir / "kind").write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
     (stub_dir / "kind").chmod(0o755)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "KIND"},  # an outer `make test` exports KIND
         "PATH": f"{stub_dir}:{os.environ['PATH']}",
         "KIND_CLUSTER": "ef-test",
         "IMAGE": "echoflow:0.1.0-abc",

@@ -26,8 +26,8 @@ def test_ek60_to_zarr_matches_echopype(tmp_path):
     assert read_marker(path, {})["source_url"] == str(EK60_RAW)
 
     run_id = state.state_details.flow_run_id
-    names = sorted(t.name.rsplit("-", 1)[0] for t in task_runs(run_id))
-    assert names == ["Open Raw File", "Save Converted File"]
+    names = sorted(t.name for t in task_runs(run_id))  # the two tasks, named by their file
+    assert names == [f"open {EK60_RAW.name}", f"save {EK60_RAW.name}"]
     logs = "\n".join(flow_run_logs(run_id))
     for phrase in ("Opening", "Opened", "Saving", "Saved"):
         assert phrase in logs

@@ -7,6 +7,7 @@ from prefect_api import artifacts, flow_run_logs
 from samples import AZFP_RAW, AZFP_XML, EK60_RAW, S3_KEYS
 from util import assert_matches_direct
 
+from echoflow.errors import AccessDenied
 from echoflow.flows.batch import convert_batch
 from echoflow.flows.convert import convert_raw_sonar
 from echoflow.storage import read_marker
@@ -79,7 +80,7 @@ def test_azfp_with_remote_xml_to_netcdf_on_s3(
         output_type="netcdf",
         output_storage_options=output_credentials,
     )
-    assert out == f"s3://{private_bucket}/azfp/{AZFP_RAW.stem}.nc"
+    assert out == f"s3://{private_bucket}/azfp/{AZFP_RAW.name}.nc"  # AZFP's file number kept: 17031001.01A.nc
     import s3fs
 
     local = tmp_path / "azfp.nc"
@@ -99,7 +100,7 @@ def test_private_bucket_read_anonymously_is_refused(tmp_path, private_bucket, s3
         return_state=True,
     )
     assert state.is_failed()
-    with pytest.raises(Exception, match=r"permission denied while downloading; check credentials"):
+    with pytest.raises(AccessDenied, match=r"access denied \(403\) while downloading; check credentials"):
         state.result()
 
 
