@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 from echoflow.errors import InputNotFound, OutputBusy, OutputError, ParameterError
 from echoflow.storage.location import filesystem, io_error, is_remote, local_path, public_url
-from echoflow.storage.locks import LOCK_SUFFIX, STAGING_DIR, LocalLock, S3Lease, new_writer_id, short_key, wait_seconds
+from echoflow.storage.locks import STAGING_DIR, LocalLock, S3Lease, new_writer_id, short_key, wait_seconds
 from echoflow.storage.markers import MARKER_SUFFIX, check_output_name, manifest_of, marker_url, read_marker
 
 PARTIAL = ".partial-"
@@ -263,22 +263,3 @@ def fetch(url: str, options: dict[str, Any] | None, workdir: Path) -> str:
     except Exception as exc:
         raise io_error(exc, url, "downloading") from exc
     return str(local)
-
-
-__all__ = [
-    "LOCK_SUFFIX",
-    "MARKER_SUFFIX",
-    "STAGING_DIR",
-    "OutputWriter",
-    "check_output_name",
-    "check_writable",
-    "commit",
-    "discard",
-    "fetch",
-    "marker_url",
-    "read_marker",
-    "scratch_dir",
-    "scratch_root",
-    "size_of",
-    "staging_path",
-]
