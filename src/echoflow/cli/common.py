@@ -40,6 +40,17 @@ def parse_options(pairs: List[str], what: str) -> dict[str, Any]:
     return options
 
 
+def io_options(input_option: List[str], output_option: List[str], anon: bool) -> dict[str, Any]:
+    """The input/output storage options of a conversion command (credentials by environment)."""
+    inputs = storage_options(input_option, "--input-option", "input")
+    if anon:
+        inputs["anon"] = True
+    return {
+        "input_storage_options": inputs,
+        "output_storage_options": storage_options(output_option, "--output-option", "output"),
+    }
+
+
 def storage_options(pairs: List[str], what: str, direction: str) -> dict[str, Any]:
     """Options become run parameters; credentials among them go by environment instead."""
     import os

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
-from echoflow.cli.common import err, fail, out, pydantic_message, storage_options
+from echoflow.cli.common import err, fail, io_options, out, pydantic_message
 from echoflow.errors import EchoflowError, one_line
 
 if TYPE_CHECKING:
@@ -105,9 +105,6 @@ def _convert(
 
     if not verbose:
         quiet_prefect_internals()  # after Prefect's import, which sets its loggers' levels
-    in_opts = storage_options(input_option, "--input-option", "input")
-    if anon:
-        in_opts["anon"] = True
     params: dict[str, Any] = dict(
         sources=sources,
         sonar_model=sonar_model,
@@ -116,8 +113,7 @@ def _convert(
         xml_path=xml,
         concurrency=concurrency,
         overwrite=overwrite,
-        input_storage_options=in_opts,
-        output_storage_options=storage_options(output_option, "--output-option", "output"),
+        **io_options(input_option, output_option, anon),
     )
     try:
         with using(pool):

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from echoflow.cli.common import fail, pydantic_message, storage_options
+from echoflow.cli.common import fail, io_options, pydantic_message
 from echoflow.errors import EchoflowError, is_transient, one_line
 
 out = Console(highlight=False, soft_wrap=True)
@@ -58,17 +58,13 @@ def watch(
     from echoflow.stopping import on_signals
     from echoflow.workers import Workers, available_cpus, using
 
-    in_opts = storage_options(input_option, "--input-option", "input")
-    if anon:
-        in_opts["anon"] = True
     params: dict[str, Any] = dict(
         sonar_model=sonar_model,
         output_prefix=out_prefix,
         output_type=output_type,
         xml_path=xml,
         concurrency=concurrency,
-        input_storage_options=in_opts,
-        output_storage_options=storage_options(output_option, "--output-option", "output"),
+        **io_options(input_option, output_option, anon),
     )
     pool = Workers(concurrency or available_cpus())
     pool.__enter__()  # workers load echopype while this process starts Prefect
