@@ -7,11 +7,13 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/ensure-docker.sh"
 if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo -n)  # a CI runner's user with password-less sudo
+  if command -v apt-get >/dev/null 2>&1 && "${as_root[@]}" true 2>/dev/null; then
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
   else
-    echo "prepare: chromium is missing and cannot be installed here (needs root and apt-get)" >&2
+    echo "prepare: chromium is missing and cannot be installed here (needs root or sudo, and apt-get)" >&2
     exit 1
   fi
 fi
