@@ -138,10 +138,6 @@ class Workers:
 
         threading.Thread(target=reap, daemon=True, name="echoflow-reaper").start()
 
-    def pids(self) -> list[int]:
-        pool = self._pool
-        return [p.pid for p in getattr(pool, "_processes", {}).values()] if pool else []
-
     def release(self) -> None:
         """Let the processes exit now, while the caller wraps up; a later run() starts new ones."""
         with self._lock:
