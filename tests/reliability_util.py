@@ -60,3 +60,14 @@ def assert_equals_reference(output: str, ref: Any, storage_options: Optional[dic
 def leftovers(folder: Path) -> list[str]:
     """Staging, partials and locks left under a local output folder."""
     return sorted(str(p) for p in folder.rglob("*") if ".echoflow-staging" in p.parts or ".partial-" in p.name)
+
+
+def wait_until_writing(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until a conversion under `out` has a partial output staged (the moment to interrupt)."""
+    import time
+
+    staging = out / ".echoflow-staging"
+    deadline = time.monotonic() + timeout
+    while not (staging.exists() and list(staging.glob("*.partial-*"))):
+        assert time.monotonic() < deadline and proc.poll() is None, "conversion never started writing"
+        time.sleep(0.05)

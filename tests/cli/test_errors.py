@@ -103,7 +103,7 @@ def test_unreachable_endpoint_fails_in_bounded_time_with_the_budget(run_cli, tmp
 
 def test_killed_worker_mid_file_is_retried_and_converted(prefect_server, tmp_path):
     import psutil
-    from reliability_util import assert_equals_reference, reference, start_cli
+    from reliability_util import assert_equals_reference, reference, start_cli, wait_until_writing
     from util import ek60_copies
 
     raws = ek60_copies(tmp_path / "raw", 4)
@@ -112,10 +112,7 @@ def test_killed_worker_mid_file_is_retried_and_converted(prefect_server, tmp_pat
         ["convert", *map(str, raws), "-m", "EK60", "-o", str(out), "-f", "zarr", "-j", "2"],
         {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home")},
     )
-    deadline = time.monotonic() + 120
-    while not (out / storage.STAGING_DIR).exists() or not list((out / storage.STAGING_DIR).glob("*.partial-*")):
-        assert time.monotonic() < deadline and proc.poll() is None, "conversion never started writing"
-        time.sleep(0.05)
+    wait_until_writing(out, proc)
     workers = [c for c in psutil.Process(proc.pid).children() if "multiprocessing" in " ".join(c.cmdline())]
     workers[0].kill()  # what an out-of-memory kill looks like
     assert proc.wait(300) == 0, proc.stderr.read()

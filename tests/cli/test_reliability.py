@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from reliability_util import assert_equals_reference, leftovers, reference, start_cli
+from reliability_util import EXE, assert_equals_reference, leftovers, reference, start_cli, wait_until_writing
 from samples import EK60_RAW
 from util import ek60_copies
 
@@ -112,10 +112,7 @@ def test_sigterm_stops_cleanly_and_a_rerun_completes(prefect_server, tmp_path):
     args = ["convert", *map(str, raws), "-m", "EK60", "-o", str(out), "-f", "zarr", "-j", "2"]
     proc = start_cli(args, env)
     workers = _workers_of(proc, 2)
-    deadline = time.monotonic() + 120
-    while not (out / storage.STAGING_DIR).exists() or not list((out / storage.STAGING_DIR).glob("*.partial-*")):
-        assert time.monotonic() < deadline and proc.poll() is None, "conversion never started writing"
-        time.sleep(0.05)
+    wait_until_writing(out, proc)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(60)
@@ -151,7 +148,7 @@ def test_local_api_stopped_mid_run_still_prints_the_summary(tmp_path):
     env.update(ECHOFLOW_HOME=str(tmp_path / "home"), PREFECT_CLIENT_MAX_RETRIES="1")
     proc = subprocess.Popen(
         [
-            str(Path(start_cli.__globals__["EXE"])),
+            EXE,
             "convert",
             *map(str, raws),
             "-m",
@@ -172,7 +169,7 @@ def test_local_api_stopped_mid_run_still_prints_the_summary(tmp_path):
     while not list(out.glob("*.zarr")):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "slow"
         time.sleep(0.1)
-    stop = subprocess.run([start_cli.__globals__["EXE"], "server", "stop"], env=env, capture_output=True, text=True)
+    stop = subprocess.run([EXE, "server", "stop"], env=env, capture_output=True, text=True)
     assert stop.returncode == 0
     code = proc.wait(300)
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
