@@ -59,3 +59,32 @@ def test_a_worker_freezes_echopypes_import_out_of_the_collector():
     """Otherwise the gc.collect() after each file walks ~165k import-time objects."""
     with Workers(1) as workers:
         assert workers.run(frozen_objects) > 100_000
+
+
+def cpu_seconds_so_far() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="workers are forked from a warm server on Linux only")
+def test_workers_start_warm_without_importing_echopype_each():
+    """echopype's import (~1.7 CPU-s) is paid once by the fork server, not by each worker."""
+    with Workers(2) as workers:
+        spent = [workers.run(cpu_seconds_so_far) for _ in range(4)]
+    assert max(spent) < 0.5, spent
+
+
+def env_and_folder() -> tuple:
+    return os.environ.get("ECHOFLOW_TEST_MARK"), os.getcwd()
+
+
+def test_a_worker_has_its_owners_environment_and_folder(monkeypatch, tmp_path):
+    """Forked workers would otherwise see the fork server's, from whenever it started."""
+    with Workers(1) as workers:
+        workers.run(int)
+    monkeypatch.setenv("ECHOFLOW_TEST_MARK", "set later")
+    monkeypatch.chdir(tmp_path)
+    with Workers(1) as workers:
+        assert workers.run(env_and_folder) == ("set later", str(tmp_path))
