@@ -15,25 +15,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import httpx
-from pydantic import BaseModel
 
+from echoflow import runtime
 from echoflow.errors import EchoflowError
-
-
-class Api(BaseModel):
-    url: str
-    source: str  # where it was configured, for the one line that says which API is used
-    embedded: bool = False
-
-    def describe(self) -> str:
-        if not self.embedded:
-            return f"Prefect API {self.url} (from {self.source})"
-        if self.url.startswith("http"):
-            return f"local Prefect API {self.url}, UI {self.url.removesuffix('/api')} ({self.source})"
-        return f"{self.url} ({self.source})"
-
-
-_current: Optional[Api] = None
+from echoflow.runtime import Api
 
 
 def echoflow_home() -> Path:
@@ -42,7 +27,7 @@ def echoflow_home() -> Path:
 
 def connected() -> Optional[Api]:
     """The API this process already uses, if `connect` has run."""
-    return _current
+    return runtime.current().api
 
 
 def configured_api() -> Optional[Api]:
@@ -81,9 +66,8 @@ def _refresh_prefect() -> None:
 
 def connect(check: bool = True) -> Api:
     """Point this process at the user's API, else at the embedded default (once per process)."""
-    global _current
-    if _current is not None:
-        return _current
+    if (known := connected()) is not None:
+        return known
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     api = configured_api()
     if api is not None:
@@ -106,7 +90,7 @@ def connect(check: bool = True) -> Api:
             embedded=True,
         )
     _refresh_prefect()
-    _current = api
+    runtime.set_api(api)
     return api
 
 
@@ -126,7 +110,8 @@ def foreground_run() -> Iterator[None]:
     serves this machine's CLI, which sees its runs end, and Prefect's heartbeat thread
     makes every run's end wait up to a second for it to wake.
     """
-    if _current is None or not _current.embedded:
+    api = connected()
+    if api is None or not api.embedded:
         yield
         return
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings

@@ -10,7 +10,6 @@ reported as transient, so Prefect's task retries resubmit the affected files.
 
 from __future__ import annotations
 
-import contextvars
 import gc
 import multiprocessing
 import os
@@ -21,14 +20,12 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from echoflow.errors import FileCancelled, TransientIOError
 
 T = TypeVar("T")
-_current: contextvars.ContextVar[Optional["Workers"]] = contextvars.ContextVar("echoflow_workers", default=None)
 
 
 def available_cpus() -> int:
@@ -187,16 +184,3 @@ class Workers:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
-
-
-@contextmanager
-def using(workers: "Workers") -> Iterator[None]:
-    token = _current.set(workers)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-
-
-def current_workers() -> Optional[Workers]:
-    return _current.get()

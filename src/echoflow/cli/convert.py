@@ -87,9 +87,8 @@ def _convert(
     json_out: bool = False,
     quiet: bool = False,
 ) -> None:
-    from echoflow import display
+    from echoflow import display, runtime
     from echoflow.home import foreground_run, use_embedded_default
-    from echoflow.workers import using
 
     if not verbose:  # read once, at Prefect's import
         os.environ.setdefault("PREFECT_LOGGING_INTERNAL_LEVEL", "CRITICAL")
@@ -99,7 +98,6 @@ def _convert(
     if not verbose:
         display.libraries_to_run_log(load_echopype=False)  # this process never imports echopype
     from echoflow.flows.batch import convert_batch
-    from echoflow.flows.common import add_listener
     from echoflow.params import BatchRequest
     from echoflow.report import Summary
 
@@ -116,7 +114,7 @@ def _convert(
         **io_options(input_option, output_option, anon),
     )
     try:
-        with using(pool):
+        with runtime.entered(workers=pool):
             BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
     except EchoflowError as exc:
         fail(one_line(exc))
@@ -137,18 +135,18 @@ def _convert(
                 pool.release()  # every file is done: the workers exit while Prefect wraps up
 
         seen: list[Any] = []
-        remove = add_listener(lambda kind, value: seen.append(value) if kind == "file" else None)
-        remove_bar = add_listener(on_event)
+
+        def keep(kind: str, value: Any) -> None:
+            if kind == "file":
+                seen.append(value)
+
         try:
-            with using(pool), foreground_run():
+            with runtime.entered(workers=pool, listeners=(keep, on_event)), foreground_run():
                 state = convert_batch(**params, return_state=True)
             display.note_run(state)
             result = state.result(raise_on_failure=False)
         except Exception as exc:  # noqa: BLE001 - the API failed us; the files' own results stand
             result = api_lost(seen, counts["total"], where, exc)
-        finally:
-            remove()
-            remove_bar()
     if isinstance(result, BaseException):
         fail(one_line(result))
     summary = Summary.model_validate(result)

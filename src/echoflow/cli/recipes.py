@@ -140,8 +140,8 @@ def run(
         files = _answer_if_complete(plan, json_out, quiet) if not overwrite else len(plan.chains)
     except EchoflowError as exc:
         _fail(one_line(exc))
-    from echoflow import display
-    from echoflow.workers import Workers, available_cpus, using
+    from echoflow import display, runtime
+    from echoflow.workers import Workers, available_cpus
 
     # before the workers start: they inherit this process's stderr
     library = display.LibraryOutput(not verbose, (err,)).__enter__()
@@ -163,7 +163,7 @@ def run(
     with (
         display.Ticker(err, f"running recipe {rec.name}", enabled=not (quiet or json_out)),
         foreground_run(),
-        using(pool),
+        runtime.entered(workers=pool),
     ):
         state = run_recipe(recipe=recipe, storage_options=opts, overwrite=overwrite, return_state=True)
         display.note_run(state)

@@ -51,12 +51,12 @@ def watch(
     output_option: List[str] = typer.Option([], "--output-option", help="fsspec option for outputs, KEY=VALUE"),
 ) -> None:
     """Watch a folder or prefix and convert each raw file once it has settled; runs until Ctrl-C/SIGTERM."""
-    from echoflow import storage
+    from echoflow import runtime, storage
     from echoflow import watch as w
     from echoflow.listing import check_source
     from echoflow.params import EXTENSIONS, BatchRequest
     from echoflow.stopping import on_signals
-    from echoflow.workers import Workers, available_cpus, using
+    from echoflow.workers import Workers, available_cpus
 
     params: dict[str, Any] = dict(
         sonar_model=sonar_model,
@@ -70,7 +70,7 @@ def watch(
     pool.__enter__()  # workers load echopype while this process starts Prefect
     try:
         try:
-            with using(pool):
+            with runtime.entered(workers=pool):
                 req = BatchRequest(sources=[source], **params)  # one clean line before anything runs
             check_source(source)
             storage.check_writable(req.output_prefix, req.output_storage_options)
@@ -167,13 +167,12 @@ class Loop:
             )
 
     def convert(self, files: list[Any]) -> int:
-        from echoflow import storage
+        from echoflow import runtime, storage
         from echoflow.flows.batch import convert_batch
         from echoflow.home import foreground_run
         from echoflow.report import Summary
-        from echoflow.workers import using
 
-        with using(self.pool), foreground_run():
+        with runtime.entered(workers=self.pool), foreground_run():
             state = convert_batch(sources=[f.url for f in files], **self.params, return_state=True)
         self.api_touched = time.monotonic()
         result = state.result(raise_on_failure=False)

@@ -19,14 +19,14 @@ from prefect.futures import wait
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from echoflow import convert, storage
+from echoflow import convert, runtime, storage
 from echoflow.errors import FileCancelled, TransientIOError, one_line
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, emit, retry_transient, run_logger, warn_on_credentials
-from echoflow.flows.runs import batch_run_name, echoflow_flow, file_task_name
+from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
+from echoflow.flows.runs import batch_run_name, echoflow_flow, file_task_name, name_file_count
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
 from echoflow.stopping import Stop, on_signals
-from echoflow.workers import Workers, available_cpus, current_workers, using
+from echoflow.workers import Workers, available_cpus
 
 
 @task(
@@ -41,7 +41,7 @@ def convert_file(req: ConvertRequest, stop: Optional[Stop] = None) -> FileResult
     log = run_logger()
     if stop is not None and stop.is_set():
         raise FileCancelled(f"not started: the run was stopped ({stop.name}); run again to convert it")
-    workers = current_workers()
+    workers = runtime.current().workers
     try:
         result = workers.run(convert.convert_file, req) if workers else convert.convert_file(req)
     except TransientIOError:
@@ -117,9 +117,9 @@ def run_stoppable(todo: list[ConvertRequest], workers: int) -> tuple[list[FileRe
                 error=one_line(exc),
             )
         results[i] = res
-        emit("file", res)
+        runtime.current().emit("file", res)
 
-    given = current_workers()
+    given = runtime.current().workers
     with on_signals() as stop:
         if not given and (workers <= 1 or len(todo) <= 1):
             # In-process: no pool start-up cost for one file or one worker (a stop lets
@@ -132,7 +132,7 @@ def run_stoppable(todo: list[ConvertRequest], workers: int) -> tuple[list[FileRe
             # process, so none waits on Prefect's bookkeeping between files.
             with (
                 nullcontext(given) if given else Workers(workers) as pool,
-                using(pool),
+                runtime.entered(workers=pool),
                 ThreadPoolTaskRunner[Any](max_workers=2 * max(workers, pool.count)) as runner,
             ):
                 futures = {runner.submit(convert_file, {"req": r, "stop": stop}): (i, r) for i, r in enumerate(todo)}
@@ -233,9 +233,11 @@ def convert_batch(
         storage.shown(req.output_prefix),
         workers,
     )
-    emit("total", len(todo) + len(rejected))
+    name_file_count(len(todo) + len(rejected))
+    progress = runtime.current()
+    progress.emit("total", len(todo) + len(rejected))
     for r in rejected:
-        emit("file", r)
+        progress.emit("file", r)
     results, stop = run_stoppable(todo, workers)
     summary = Summary(files=rejected + results, stopped=stop.signum if stop else None)
     return finish(summary, "convert-batch", stop)

@@ -1,14 +1,13 @@
-"""Pieces every flow shares: retry policy, cpu count, progress listeners."""
+"""Pieces every flow shares: retry policy, run logger, the credentials warning."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
 from prefect.tasks import exponential_backoff
 
 from echoflow.errors import is_transient
-from echoflow.report import FileResult
 
 RETRIES = 3
 RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2, 4, 8 s (+ jitter)
@@ -45,18 +44,3 @@ def warn_on_credentials(*option_sets: dict[str, Any]) -> None:
             "storage options carry credentials; Prefect stores run parameters, so pass them as "
             "ECHOFLOW_INPUT_/OUTPUT_STORAGE_OPTIONS or AWS_* environment variables instead"
         )
-
-
-Listener = Callable[[str, FileResult | int], None]
-_listeners: list[Listener] = []
-
-
-def add_listener(fn: Listener) -> Callable[[], None]:
-    """Observe batch progress in this process ('total', n) then ('file', result) per file."""
-    _listeners.append(fn)
-    return lambda: _listeners.remove(fn)
-
-
-def emit(kind: str, value: FileResult | int) -> None:
-    for fn in list(_listeners):
-        fn(kind, value)

@@ -18,8 +18,6 @@ from typing import Any, Callable, Iterator, TypeVar
 from prefect import Flow
 from prefect.context import FlowRunContext, TaskRunContext
 
-from echoflow.flows.common import add_listener
-
 F = TypeVar("F", bound=Callable[..., Any])
 SEP = " · "
 
@@ -128,10 +126,10 @@ def file_task_name(parameters: dict[str, Any]) -> str:
     return f"convert {short(getattr(req, 'raw_file', '') or '')}"
 
 
-def _on_total(kind: str, value: Any) -> None:
+def name_file_count(value: int) -> None:
     """Once a batch has expanded its globs, its name gets the file count."""
     ctx = FlowRunContext.get()
-    if kind != "total" or ctx is None or ctx.flow_run is None or SEP not in (ctx.flow_run.name or ""):
+    if ctx is None or ctx.flow_run is None or SEP not in (ctx.flow_run.name or ""):
         return
     name = ctx.flow_run.name
     if not name.startswith("convert-batch") or name.count(SEP) >= 2:
@@ -145,9 +143,6 @@ def _on_total(kind: str, value: Any) -> None:
         ctx.flow_run.name = new
     except Exception:  # noqa: BLE001 - a name is never worth failing a conversion
         pass
-
-
-add_listener(_on_total)
 
 
 def record_recipe(recipe: str, storage_options: dict[str, Any] | None) -> None:

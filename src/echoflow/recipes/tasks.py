@@ -15,19 +15,20 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from echoflow import runtime
 from echoflow.errors import one_line
 from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger
 from echoflow.recipes.chain import ChainResult, failed, run_chain
 from echoflow.recipes.plan import FileChain, Job
 from echoflow.recipes.reduce import run_reduce
 from echoflow.recipes.stages import StageResult
-from echoflow.workers import Workers, available_cpus, current_workers, using
+from echoflow.workers import Workers, available_cpus
 
 T = TypeVar("T")
 
 
 def on_worker(fn: Callable[..., T], *args: Any) -> T:
-    workers = current_workers()
+    workers = runtime.current().workers
     return workers.run(fn, *args) if workers else fn(*args)
 
 
@@ -70,7 +71,7 @@ def pool_size(concurrency: int, n: int) -> int:
 def submit_all(fn: Any, calls: list[dict[str, Any]], workers: int) -> Iterator[tuple[int, Any]]:
     """(index, result or exception) for each call, as they finish, on a worker pool when
     there is more than one call (or the caller already started one)."""
-    given = current_workers()
+    given = runtime.current().workers
     if not given and (workers <= 1 or len(calls) <= 1):
         for i, kw in enumerate(calls):  # in this process: no pool start-up for one item
             state = fn(**kw, return_state=True)
@@ -78,7 +79,7 @@ def submit_all(fn: Any, calls: list[dict[str, Any]], workers: int) -> Iterator[t
         return
     with (
         nullcontext(given) if given else Workers(workers) as pool,
-        using(pool),
+        runtime.entered(workers=pool),
         ThreadPoolTaskRunner[Any](max_workers=2 * max(workers, pool.count)) as runner,
     ):
         futures: dict[Any, int] = {runner.submit(fn, kw): i for i, kw in enumerate(calls)}
