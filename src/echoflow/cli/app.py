@@ -6,15 +6,38 @@ import atexit
 import logging
 import os
 import sys
+from typing import Any
 
 import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from echoflow import __version__
 from echoflow.cli import cluster, convert, deploy, recipes, server, watch
-from echoflow.cli.common import ExitCode, err, out
+from echoflow.cli.common import ExitCode, fail, out, pydantic_message
 from echoflow.errors import EchoflowError, one_line
 
+
+class Commands(TyperGroup):
+    """Every command's errors end here: one line on stderr and an exit code, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # typer.Exit, usage errors: already what the user should see
+        except (EchoflowError, ValidationError) as exc:  # bad input or parameters, before any work
+            message = pydantic_message(exc) if isinstance(exc, ValidationError) else one_line(exc)
+            fail(message, ExitCode.USAGE)
+        except Exception as exc:  # noqa: BLE001 - still one line; ECHOFLOW_DEBUG=1 shows the traceback
+            if os.environ.get("ECHOFLOW_DEBUG"):
+                raise
+            fail(f"{one_line(exc)} (ECHOFLOW_DEBUG=1 shows where)", ExitCode.FAILED)
+
+
 app = typer.Typer(
+    cls=Commands,
     help="Ocean-sonar data conversion and processing with echopype and Prefect.",
     no_args_is_help=True,
     add_completion=False,
@@ -70,15 +93,3 @@ def main() -> None:
     except KeyboardInterrupt:
         status[0] = 130  # what a shell reports for Ctrl-C
         raise
-    except EchoflowError as exc:
-        status[0] = ExitCode.USAGE
-        err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
-        sys.exit(ExitCode.USAGE)
-    except Exception as exc:  # noqa: BLE001 - still one line; ECHOFLOW_DEBUG=1 shows the traceback
-        if os.environ.get("ECHOFLOW_DEBUG"):
-            raise
-        status[0] = ExitCode.FAILED
-        err.print(
-            f"[bold red]error:[/] {one_line(exc)} (ECHOFLOW_DEBUG=1 shows where)", highlight=False, soft_wrap=True
-        )
-        sys.exit(ExitCode.FAILED)

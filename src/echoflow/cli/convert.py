@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
-from echoflow.cli.common import err, fail, io_options, out, pydantic_message
-from echoflow.errors import EchoflowError, one_line
+from echoflow.cli.common import err, fail, io_options, out
+from echoflow.errors import one_line
 
 if TYPE_CHECKING:
     from echoflow.workers import Workers
@@ -113,13 +113,8 @@ def _convert(
         overwrite=overwrite,
         **io_options(input_option, output_option, anon),
     )
-    try:
-        with runtime.entered(workers=pool):
-            BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
-    except EchoflowError as exc:
-        fail(one_line(exc))
-    except ValueError as exc:
-        fail(pydantic_message(exc))
+    with runtime.entered(workers=pool):
+        BatchRequest(**params)  # the flow checks again; this gives a clean one-line error first
 
     with display.Reporter(err, "converting", enabled=not (quiet or json_out)) as bar:
         counts = {"total": -1, "done": 0}

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from echoflow.cli.common import fail, out
-from echoflow.errors import EchoflowError, one_line
+from echoflow.errors import one_line
 
 
 def graph(
@@ -22,10 +22,7 @@ def graph(
     use_embedded_default()
     from echoflow.graph import write_graph
 
-    try:
-        write_graph(flow_name, output)
-    except EchoflowError as exc:
-        fail(one_line(exc))
+    write_graph(flow_name, output)
     out.print(f"wrote {output}")
 
 
@@ -61,9 +58,7 @@ def deploy(
             concurrency_limit=concurrency_limit,
             flows=flow or None,
         )
-    except EchoflowError as exc:
-        fail(one_line(exc))
-    except Exception as exc:  # noqa: BLE001 - an unreachable API, a refused request: one line
+    except Exception as exc:  # noqa: BLE001 - an unreachable API, a refused request: one line, with where
         fail(f"could not register deployments at {where}: {one_line(exc)}")
     table = Table(title=f"Prefect API: {where}", title_justify="left")
     for col in ("kind", "name", "action"):

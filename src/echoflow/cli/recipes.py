@@ -11,7 +11,7 @@ from rich.table import Table
 from echoflow.cli.common import err, out
 from echoflow.cli.common import fail as _fail
 from echoflow.cli.common import parse_options as _options
-from echoflow.errors import EchoflowError, one_line
+from echoflow.errors import one_line
 
 
 def _when(text: Optional[str], what: str) -> Optional[datetime]:
@@ -131,15 +131,12 @@ def run(
     from echoflow.recipes.plan import make_plan
 
     opts = _options(option, "--option")
-    try:
-        rec = load_recipe(recipe, opts)  # checked in full before anything starts
-        if dry_run:
-            print_plan(make_plan(rec))
-            raise typer.Exit(0)
-        plan = make_plan(rec)
-        files = _answer_if_complete(plan, json_out, quiet) if not overwrite else len(plan.chains)
-    except EchoflowError as exc:
-        _fail(one_line(exc))
+    rec = load_recipe(recipe, opts)  # checked in full before anything starts
+    if dry_run:
+        print_plan(make_plan(rec))
+        raise typer.Exit(0)
+    plan = make_plan(rec)
+    files = _answer_if_complete(plan, json_out, quiet) if not overwrite else len(plan.chains)
     from echoflow import display, runtime
     from echoflow.workers import Workers, available_cpus
 
@@ -218,12 +215,9 @@ def discover(
     opts = _options(option, "--option")
     if anon:
         opts["anon"] = True
-    try:
-        listing = disc.list_raw(
-            folder, pattern or disc.default_pattern(sonar_model), opts, _when(start, "--start"), _when(end, "--end")
-        )
-    except EchoflowError as exc:
-        _fail(one_line(exc))
+    listing = disc.list_raw(
+        folder, pattern or disc.default_pattern(sonar_model), opts, _when(start, "--start"), _when(end, "--end")
+    )
     print_listing(listing)
     if manifest:
         try:

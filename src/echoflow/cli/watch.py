@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from echoflow.cli.common import fail, io_options, pydantic_message
+from echoflow.cli.common import io_options
 from echoflow.errors import EchoflowError, is_transient, one_line
 
 out = Console(highlight=False, soft_wrap=True)
@@ -69,19 +69,14 @@ def watch(
     pool = Workers(concurrency or available_cpus())
     pool.__enter__()  # workers load echopype while this process starts Prefect
     try:
-        try:
-            with runtime.entered(workers=pool):
-                req = BatchRequest(sources=[source], **params)  # one clean line before anything runs
-            check_source(source)
-            storage.check_writable(req.output_prefix, req.output_storage_options)
-            if recipe is not None:
-                from echoflow.recipes.load import load_recipe
+        with runtime.entered(workers=pool):
+            req = BatchRequest(sources=[source], **params)  # one clean line before anything runs
+        check_source(source)
+        storage.check_writable(req.output_prefix, req.output_storage_options)
+        if recipe is not None:
+            from echoflow.recipes.load import load_recipe
 
-                load_recipe(str(recipe), {}, env=False)
-        except EchoflowError as exc:
-            fail(one_line(exc))
-        except ValueError as exc:
-            fail(pydantic_message(exc))
+            load_recipe(str(recipe), {}, env=False)
         watcher = w.Watcher(
             source,
             req.output_prefix,
