@@ -10,6 +10,7 @@ its observer is checked against the chart's Role.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,14 +18,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
+from prefect_api import artifacts, task_runs
 from samples import EK60_RAW, REPO
 from standin import Cluster, installed
 from util import assert_matches_direct, ek60_copies, truncated_copy
 from worker_pod import WorkerPod
 
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "tests" / "recipes"))
 import e2e_steps as steps  # noqa: E402
+from recipe_samples import adjacent_copies, group_recipe  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -271,6 +277,77 @@ def test_watch_run_fans_new_files_out_as_jobs_and_takes_nothing_twice(cluster, s
     second = steps.trigger("watch-prefix/echoflow", {})
     assert steps.wait([second], timeout=600)[second].state_name == "Completed", explain(cluster)
     assert len(jobs_with(cluster, "prefect.io/flow-name=convert-batch")) == len(batch_jobs), "converted again"
+
+
+def test_recipe_fans_out_into_file_jobs_then_a_group_job_and_resumes(cluster, s3_options, tmp_path):
+    """`run-recipe/echoflow` as the chart registers it: the parent's Job only plans and
+    waits; each file's chain (open_raw → compute_Sv → compute_MVBS) runs in a child Job on
+    the limited queue, then the cruise-level MVBS of the group in one more child Job. A
+    second run finds every output complete and starts no child."""
+    raw, out = f"s3://{RAW}/recipe", f"s3://{OUT}/recipe"
+    files = adjacent_copies(tmp_path / "raw", [0, 72, 144])  # 70 s each, pings at their names' times
+    steps.upload(files, raw, s3_options)
+    stems = [f.stem for f in files]
+    params = {"recipe": group_recipe(raw, out, concurrency=1), "files_per_job": 1, "poll_seconds": 2}
+    parent = steps.trigger("run-recipe/echoflow", params)
+    runs = steps.wait([parent], timeout=600)
+    assert runs[parent].state_name == "Completed", explain(cluster)
+    assert runs[parent].work_queue_name == "default"  # a waiting parent holds no conversions slot
+
+    # The parent fanned out: one child per file, then one for the group, on the limited queue.
+    children = steps.child_runs(parent)
+    assert [c.parameters["part"] for c in children] == [{"files": [s]} for s in stems] + [{"groups": ["dy"]}]
+    assert all(c.state_name == "Completed" and c.work_queue_name == "conversions" for c in children), explain(cluster)
+    # Each run was its own Job, created by the worker, and its own pod; the work happened in the
+    # children's pods: each file's chain in its child, the group's MVBS in the last, none in the parent.
+    for run_id in [parent, *(c.id for c in children)]:
+        (job,) = settled_jobs(cluster, run_id)
+        assert job["metadata"]["labels"]["prefect.io/worker-name"] == cluster.worker.name
+        assert job["metadata"]["labels"]["prefect.io/flow-name"] == "run-recipe"
+        (pod,) = [p for p in cluster.kubelet.pods if p.flow_run_id == str(run_id)]
+        assert pod.exit_code == 0, explain(cluster)
+    eventually(  # task runs arrive as events from the pods
+        lambda: [
+            sorted(t.name for t in task_runs(run_id) if t.name.startswith(("chain ", "compute_")))
+            for run_id in [parent, *(c.id for c in children)]
+        ],
+        lambda work: work == [[]] + [[f"chain {s}"] for s in stems] + [["compute_MVBS dy"]],
+    )
+    # The limit sits on the "conversions" queue: two file children side by side, never three.
+    assert active_peak([c.id for c in children]) == QUEUE_LIMIT
+
+    # Per-file MVBS and the group's, each complete (its marker written after the data).
+    mvbs = f"{out}/compute_MVBS"
+    markers = steps.outputs(mvbs, s3_options)
+    assert sorted(markers) == sorted(f"{mvbs}/{item}.zarr" for item in [*stems, "dy"])
+    per_file = [xr.open_zarr(f"{mvbs}/{s}.zarr", storage_options=s3_options) for s in stems]
+    cruise = xr.open_zarr(f"{mvbs}/dy.zarr", storage_options=s3_options)
+    assert cruise["Sv"].dims == ("channel", "ping_time", "echo_range")
+    assert cruise.sizes["channel"] == per_file[0].sizes["channel"] > 0
+    assert cruise.sizes["echo_range"] == per_file[0].sizes["echo_range"] > 0
+    # Every file's pings are in the cruise-level MVBS, on one 20 s grid from the first file's
+    # first bin to the last file's last.
+    times = cruise["ping_time"].values
+    assert (np.diff(times) == np.timedelta64(20, "s")).all(), times
+    assert times[0] == per_file[0]["ping_time"].values[0] and times[-1] == per_file[-1]["ping_time"].values[-1]
+    for s in stems:
+        first, last = (np.datetime64(markers[f"{mvbs}/{s}.zarr"][k]) for k in ("first_ping", "last_ping"))
+        assert times[0] <= first and last < times[-1] + np.timedelta64(20, "s"), (s, first, last)
+    pings = int(cruise["ping_count"].sum())
+    assert pings == sum(int(f["ping_count"].sum()) for f in per_file) > 0
+    assert int(cruise["Sv"].notnull().any(["channel", "echo_range"]).sum()) == len(times)
+
+    # Resumable: a second run finds every output complete, starts no child, adds only its own Job.
+    before = {j["metadata"]["name"] for j in jobs_with(cluster, "prefect.io/flow-name=run-recipe")}
+    again = steps.trigger("run-recipe/echoflow", params)
+    assert steps.wait([again], timeout=600)[again].state_name == "Completed", explain(cluster)
+    assert steps.child_runs(again) == []
+    (job,) = settled_jobs(cluster, again)
+    after = {j["metadata"]["name"] for j in jobs_with(cluster, "prefect.io/flow-name=run-recipe")}
+    assert after - before == {job["metadata"]["name"]}
+    [table] = [a for a in artifacts(again) if a.key == "echoflow-recipe-dy"]
+    assert {r["status"] for r in json.loads(table.data)} == {"skipped"}
+    assert steps.outputs(mvbs, s3_options) == markers  # nothing written again
 
 
 def states(run_id) -> list:
