@@ -13,7 +13,6 @@ from typing import Any, Optional
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import wait
 from prefect.states import Cancelled, Completed, Failed, State
@@ -21,7 +20,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from echoflow import convert, runtime, storage
 from echoflow.errors import FileCancelled, TransientIOError, one_line
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
+from echoflow.flows.arguments import documented, request
+from echoflow.flows.common import TASK_OPTIONS, run_logger, warn_on_credentials
 from echoflow.flows.runs import batch_run_name, echoflow_flow, file_task_name, name_file_count
 from echoflow.params import EXTENSIONS, BatchRequest, ConvertRequest, OutputType
 from echoflow.report import FileResult, Summary
@@ -32,10 +32,7 @@ from echoflow.workers import Workers, available_cpus
 @task(
     name="Convert File",
     task_run_name=file_task_name,  # type: ignore[arg-type]  # Prefect passes the parameters
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
+    **TASK_OPTIONS,
 )
 def convert_file(req: ConvertRequest, stop: Optional[Stop] = None) -> FileResult:
     log = run_logger()
@@ -183,6 +180,7 @@ def finish(summary: Summary, title: str, stop: Optional[Stop] = None) -> State:
 
 
 @echoflow_flow(name="convert-batch", flow_run_name=batch_run_name, log_prints=True)
+@documented()
 def convert_batch(
     sources: list[str],
     sonar_model: str,
@@ -198,32 +196,9 @@ def convert_batch(
     """Convert many raw files to `<output_prefix>/<stem>.nc|.zarr`, one output per file.
 
     Complete outputs are skipped unless `overwrite`; the run fails, listing every file, when any fails.
-
-    Args:
-        sources: Raw files: paths, s3:// or https:// URLs, globs, or text manifests (ending in .txt/.lst/.manifest or prefixed with '@').
-        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
-        output_prefix: Output folder or s3:// prefix; each output is <output_prefix>/<stem>.zarr or .nc.
-        output_type: zarr or netcdf.
-        xml_path: Instrument XML file (AZFP only).
-        convert_params: Extra keyword arguments for echopype's open_raw.
-        concurrency: Worker processes (0: one per available CPU).
-        overwrite: Reconvert outputs that are already complete.
-        input_storage_options: fsspec options for reading sources (no credentials: use the environment).
-        output_storage_options: fsspec options for writing outputs (no credentials: use the environment).
     """
+    req = request(BatchRequest, locals())
     warn_on_credentials(input_storage_options, output_storage_options)
-    req = BatchRequest(
-        sources=sources,
-        sonar_model=sonar_model,
-        output_prefix=output_prefix,
-        output_type=output_type,
-        xml_path=xml_path,
-        convert_params=convert_params,
-        concurrency=concurrency,
-        overwrite=overwrite,
-        input_storage_options=input_storage_options,
-        output_storage_options=output_storage_options,
-    )
     storage.check_writable(req.output_prefix, req.output_storage_options)
     todo, rejected = plan(req)
     workers = min(req.concurrency or available_cpus(), max(1, len(todo)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from echoflow.errors import is_transient
@@ -22,6 +23,13 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
         except BaseException as raised:  # noqa: BLE001 - classify whatever the task raised
             exc = raised
     return exc is not None and is_transient(exc)
+
+
+# Every echoflow task: its inputs are files and data, never worth caching; it retries
+# network and storage hiccups only.
+TASK_OPTIONS: dict[str, Any] = dict(
+    cache_policy=NO_CACHE, retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient
+)
 
 
 def run_logger() -> Any:

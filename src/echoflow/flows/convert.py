@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from echoflow import convert, storage
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
+from echoflow.flows.arguments import documented, request
+from echoflow.flows.common import TASK_OPTIONS, run_logger, warn_on_credentials
 from echoflow.flows.runs import convert_run_name, echoflow_flow, short
 from echoflow.params import ConvertRequest, OutputType
 
@@ -19,10 +19,7 @@ if TYPE_CHECKING:
 @task(
     name="Open Raw File",
     task_run_name=lambda parameters: f"open {short(parameters['req'].raw_file)}",  # type: ignore[arg-type]
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
+    **TASK_OPTIONS,
 )
 def open_raw_file(req: ConvertRequest) -> "EchoData":
     log = run_logger()
@@ -42,10 +39,7 @@ def open_raw_file(req: ConvertRequest) -> "EchoData":
 @task(
     name="Save Converted File",
     task_run_name=lambda parameters: f"save {short(parameters['req'].raw_file)}",  # type: ignore[arg-type]
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
+    **TASK_OPTIONS,
 )
 def save_converted_file(ed: "EchoData", req: ConvertRequest) -> str:
     log = run_logger()
@@ -75,6 +69,7 @@ def save_converted_file(ed: "EchoData", req: ConvertRequest) -> str:
 
 
 @echoflow_flow(name="convert-raw-sonar", flow_run_name=convert_run_name, log_prints=True)
+@documented()
 def convert_raw_sonar(
     raw_file: str,
     sonar_model: str,
@@ -90,30 +85,9 @@ def convert_raw_sonar(
     """Convert one raw echosounder file with echopype; returns the converted file's path.
 
     A complete output is kept unless `overwrite` is set.
-
-    Args:
-        raw_file: The raw file: a path, s3:// or https:// URL.
-        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
-        xml_path: Instrument XML file (AZFP only).
-        convert_params: Extra keyword arguments for echopype's open_raw.
-        input_storage_options: fsspec options for reading the file (no credentials: use the environment).
-        output_path: The output (ending in .nc or .zarr), or a folder / s3:// prefix for it.
-        output_type: zarr or netcdf.
-        overwrite: Reconvert an output that is already complete.
-        output_storage_options: fsspec options for writing the output (no credentials: use the environment).
     """
+    req = request(ConvertRequest, locals())
     warn_on_credentials(input_storage_options, output_storage_options)
-    req = ConvertRequest(
-        raw_file=raw_file,
-        sonar_model=sonar_model,
-        xml_path=xml_path,
-        convert_params=convert_params,
-        input_storage_options=input_storage_options,
-        output_path=output_path,
-        output_type=output_type,
-        overwrite=overwrite,
-        output_storage_options=output_storage_options,
-    )
     done = convert.existing(req)
     if done is not None:
         run_logger().info("%s is complete (converted %s); skipping", done.get("output"), done.get("conversion_time"))

@@ -26,6 +26,7 @@ from prefect.deployments import run_deployment
 from prefect.states import State
 
 from echoflow import convert, storage
+from echoflow.flows.arguments import CHILD_CONCURRENCY, documented, given
 from echoflow.flows.batch import convert_batch, finish, plan
 from echoflow.flows.common import run_logger, warn_on_credentials
 from echoflow.flows.runs import cruise_run_name, echoflow_flow
@@ -85,6 +86,7 @@ def wait_all(ids: list[UUID], poll_seconds: float) -> None:
 
 
 @echoflow_flow(name="convert-cruise", flow_run_name=cruise_run_name, log_prints=True)
+@documented(concurrency=CHILD_CONCURRENCY)
 def convert_cruise(
     sources: list[str],
     sonar_model: str,
@@ -106,37 +108,10 @@ def convert_cruise(
 
     Files whose outputs are complete are not sent again, so a re-run redoes only what is
     missing; a failed child never loses the results of the others.
-
-    Args:
-        sources: Raw files: paths, s3:// or https:// URLs, globs (archive prefixes too), or text manifests.
-        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
-        output_prefix: Output folder or s3:// prefix; each output is <output_prefix>/<stem>.zarr or .nc.
-        output_type: zarr or netcdf.
-        xml_path: Instrument XML file (AZFP only).
-        convert_params: Extra keyword arguments for echopype's open_raw.
-        files_per_job: Files per child run (one Kubernetes Job each).
-        concurrency: Worker processes in each child run (0: one per available CPU).
-        overwrite: Reconvert outputs that are already complete.
-        input_storage_options: fsspec options for reading sources (no credentials: use the environment).
-        output_storage_options: fsspec options for writing outputs (no credentials: use the environment).
-        batch_deployment: Deployment that runs each chunk; None runs the chunks here as subflows.
-        job_variables: Work-pool job variables for the child runs (e.g. resources).
-        poll_seconds: Seconds between checks on the child runs.
     """
-    warn_on_credentials(input_storage_options, output_storage_options)
     # The batch flow's parameters, as the caller gave them (credentials stay in the environment).
-    batch_params: dict[str, Any] = dict(
-        sources=sources,
-        sonar_model=sonar_model,
-        output_prefix=output_prefix,
-        output_type=output_type,
-        xml_path=xml_path,
-        convert_params=convert_params,
-        concurrency=concurrency,
-        overwrite=overwrite,
-        input_storage_options=input_storage_options,
-        output_storage_options=output_storage_options,
-    )
+    batch_params = given(BatchRequest, locals())
+    warn_on_credentials(input_storage_options, output_storage_options)
     req = BatchRequest(**batch_params)
     if files_per_job < 1:
         from echoflow.errors import ParameterError

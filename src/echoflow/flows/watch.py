@@ -19,6 +19,7 @@ from prefect.states import Completed, State
 
 from echoflow import storage, watch
 from echoflow.errors import ParameterError
+from echoflow.flows.arguments import CHILD_CONCURRENCY, documented
 from echoflow.flows.batch import finish
 from echoflow.flows.common import run_logger, warn_on_credentials
 from echoflow.flows.cruise import convert_cruise
@@ -91,6 +92,10 @@ def died(result: FileResult) -> bool:
 
 
 @echoflow_flow(name="watch-prefix", log_prints=True)
+@documented(
+    concurrency=CHILD_CONCURRENCY,
+    output_prefix="Output folder or s3:// prefix; the watch state and failure records live there too.",
+)
 def watch_prefix(
     source: str,
     sonar_model: str,
@@ -115,24 +120,6 @@ def watch_prefix(
 
     Files whose outputs are complete are never sent again; a file that failed is retried only
     once it changes, or with `retry_failed`. Run on a schedule with a concurrency limit of 1.
-
-    Args:
-        source: Folder, glob or s3:// prefix the ship uploads to (a folder: the files directly in it).
-        sonar_model: Instrument model as echopype names it: EK60, EK80, ES70, ES80, EA640, AZFP, AD2CP.
-        output_prefix: Output folder or s3:// prefix; the watch state and failure records live there too.
-        output_type: zarr or netcdf.
-        xml_path: Instrument XML file (AZFP only).
-        convert_params: Extra keyword arguments for echopype's open_raw.
-        settle_seconds: Seconds a file must be unchanged (size, mtime/ETag) before it is taken.
-        ready_suffix: Take a file only when `<name><ready_suffix>` is listed too (e.g. .done).
-        retry_failed: Retry files that failed before even though they have not changed.
-        files_per_job: Files per child run (one Kubernetes Job each).
-        concurrency: Worker processes in each child run (0: one per available CPU).
-        input_storage_options: fsspec options for reading sources (no credentials: use the environment).
-        output_storage_options: fsspec options for writing outputs (no credentials: use the environment).
-        batch_deployment: Deployment that runs each chunk; None runs the chunks here as subflows.
-        job_variables: Work-pool job variables for the child runs (e.g. resources).
-        poll_seconds: Seconds between checks on the child runs.
     """
     warn_on_credentials(input_storage_options, output_storage_options)
     # The rest of the parameters are checked by convert-cruise when there is work: an idle run

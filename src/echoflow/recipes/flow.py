@@ -16,12 +16,12 @@ from typing import Any, Optional
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
 from echoflow import quicklook, storage
 from echoflow.errors import ParameterError, one_line
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger, warn_on_credentials
+from echoflow.flows.arguments import documented
+from echoflow.flows.common import TASK_OPTIONS, run_logger, warn_on_credentials
 from echoflow.flows.runs import echoflow_flow, recipe_run_name, record_recipe
 from echoflow.recipes import fanout
 from echoflow.recipes.load import load_recipe, with_env_options
@@ -36,10 +36,7 @@ QUICKLOOK_STAGES = ("compute_Sv", "compute_MVBS")
 @task(
     name="Quick-look",
     task_run_name="quick-look {job.stage} {job.item}",
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
+    **TASK_OPTIONS,
 )
 def quicklook_task(
     job: Job, prefix: str, vmin: Optional[float], vmax: Optional[float], redo: bool
@@ -114,6 +111,7 @@ def summarize(plan: Plan, results: list[StageResult]) -> State:
 
 
 @echoflow_flow(name="run-recipe", flow_run_name=recipe_run_name, log_prints=True)
+@documented()
 def run_recipe(
     recipe: str,
     storage_options: dict[str, Any] = {},  # noqa: B006 - never mutated
@@ -132,18 +130,6 @@ def run_recipe(
     The recipe is checked in full before any data is read, and its text is kept as an
     artifact. Complete outputs are kept unless `overwrite`; the run fails, listing every
     failed output, when any stage fails.
-
-    Args:
-        recipe: The recipe: YAML text, or a path / URL to a YAML file (see docs/recipes.md).
-        storage_options: fsspec options for reading the recipe URL (no credentials: use the environment).
-        overwrite: Recompute outputs that are already complete.
-        fan_out: Run chunks of files, then each group, as child runs (default: when run from a deployment).
-        files_per_job: Files per child run (one Kubernetes Job each).
-        deployment: Deployment of the child runs (default: the one this run came from).
-        work_queue: Work queue of the child runs; its concurrency limit caps how many run at once.
-        job_variables: Work-pool job variables for the child runs (e.g. resources).
-        poll_seconds: Seconds between checks on the child runs.
-        part: Set by a fanned-out parent on its child runs: {"files": [...]} or {"groups": [...]}.
     """
     log = run_logger()
     as_given = load_recipe(recipe, storage_options, env=False)

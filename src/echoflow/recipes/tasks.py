@@ -11,13 +11,12 @@ from contextlib import nullcontext
 from typing import Any, Callable, Iterator, TypeVar
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from echoflow import runtime
 from echoflow.errors import one_line
-from echoflow.flows.common import RETRIES, RETRY_DELAYS, retry_transient, run_logger
+from echoflow.flows.common import TASK_OPTIONS, run_logger
 from echoflow.recipes.chain import ChainResult, failed, run_chain
 from echoflow.recipes.plan import FileChain, Job
 from echoflow.recipes.reduce import run_reduce
@@ -35,10 +34,7 @@ def on_worker(fn: Callable[..., T], *args: Any) -> T:
 @task(
     name="File Chain",
     task_run_name="chain {chain.item}",
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
+    **TASK_OPTIONS,
 )
 def chain_task(chain: FileChain, done: list[str]) -> ChainResult:
     result = on_worker(run_chain, chain, done)
@@ -51,10 +47,7 @@ def chain_task(chain: FileChain, done: list[str]) -> ChainResult:
 @task(
     name="Group Output",
     task_run_name="{job.stage} {job.item}",
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_transient,
+    **TASK_OPTIONS,
 )
 def reduce_task(job: Job) -> StageResult:
     result = on_worker(run_reduce, job)
