@@ -39,8 +39,17 @@ class Run:
     returncode: int
 
 
+def _memory(p: psutil.Process) -> int:
+    """PSS where Linux reports it: worker processes forked from one server share its pages,
+    which summed RSS would count once per worker."""
+    try:
+        return p.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return p.memory_info().rss
+
+
 def timed(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> Run:
-    """Wall time and the peak of summed RSS over the process and all its descendants."""
+    """Wall time and the peak of summed memory (PSS, else RSS) over the process and all its descendants."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -56,7 +65,7 @@ def timed(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> Ru
                 rss = 0
                 for p in procs:
                     try:
-                        rss += p.memory_info().rss
+                        rss += _memory(p)
                     except psutil.Error:
                         pass
                 peak[0] = max(peak[0], rss / 2**20)

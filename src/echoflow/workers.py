@@ -176,7 +176,10 @@ class Workers:
             pool.shutdown(wait=False)
 
     def __enter__(self) -> "Workers":
-        self._get()
+        # Starting a forked worker waits for the fork server's echopype import; do that
+        # waiting on a thread so the caller goes on (the CLI imports Prefect meanwhile).
+        # A first run() waits for the pool on the lock.
+        threading.Thread(target=self._get, daemon=True, name="echoflow-pool-start").start()
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -23,6 +23,7 @@ from echoflow.recipes.plan import FileChain, Job
 from echoflow.recipes.stages import StageFailed, StageResult, save
 
 if TYPE_CHECKING:
+    import numpy as np
     import xarray as xr
 
 
@@ -32,53 +33,51 @@ class ChainResult(BaseModel):
     last_ping: Optional[str] = None
 
 
+def bin_index(values: "np.ndarray", edges: "np.ndarray", closed: str) -> "np.ndarray":
+    """Each value's bin among `edges` as pandas' IntervalIndex (what compute_MVBS bins by)
+    places it: [a, b) when closed='left', (a, b] when 'right'; -1 outside or NaN/NaT."""
+    import numpy as np
+
+    i = np.searchsorted(edges, values, side="right" if closed == "left" else "left") - 1
+    bad = (i < 0) | (i >= len(edges) - 1)
+    if values.dtype.kind == "f":
+        bad |= np.isnan(values)
+    elif values.dtype.kind == "M":
+        bad |= np.isnat(values)
+    return np.where(bad, -1, i)
+
+
 def sample_count(sv: "xr.Dataset", mvbs: "xr.Dataset", p: dict[str, Any]) -> "xr.Dataset":
     """MVBS with, per cell, how many Sv samples it averages and, per time bin, how many pings
     it holds: the weights that merge the bins two files share (see reduce.merge_mvbs).
-    The bins are compute_MVBS's own: range from 0, ping_time from midnight (pandas resample)."""
+    The bins are compute_MVBS's own: range from 0, ping_time from midnight (pandas resample).
+    Counted with one bincount (a flox reduction per count cost ~30% of a file's chain)."""
     import numpy as np
     import pandas as pd
-    import xarray as xr
-    from echopype.commongrid.utils import _convert_bins_to_interval_index
-    from flox.xarray import xarray_reduce
 
     range_var, closed = p.get("range_var", "echo_range"), p.get("closed", "left")
     size = float(str(p.get("range_bin", "20m")).strip().removesuffix("m"))
     ranges = np.arange(0, sv[range_var].max(skipna=True) + size, size)
     lefts = pd.DatetimeIndex(mvbs["ping_time"].values)
     pings = lefts.union([lefts[-1] + pd.Timedelta(p.get("ping_time_bin", "20s"))]).values
-    dim0 = list(sv.sizes)[0]
-    counts = xarray_reduce(
-        sv["Sv"],
-        sv[dim0],
-        sv["ping_time"],
-        sv[range_var],
-        expected_groups=(
-            None,
-            _convert_bins_to_interval_index(pings, closed=closed),
-            _convert_bins_to_interval_index(ranges, closed=closed),
-        ),
-        isbin=[False, True, True],
-        func="count",
-        fill_value=0,
-    )
-    ones = xr.ones_like(sv["ping_time"], dtype="uint32").rename("pings").drop_vars("ping_time")
-    per_ping = xarray_reduce(
-        ones,
-        sv["ping_time"],
-        expected_groups=(_convert_bins_to_interval_index(pings, closed=closed),),
-        isbin=[True],
-        func="sum",
-        fill_value=0,
-    )
+    dim0 = sv["Sv"].dims[0]
+    dims = (dim0, "ping_time", *(d for d in sv["Sv"].dims if d not in (dim0, "ping_time")))
+    n_ch, n_p, n_r = len(sv[dims[0]]), len(pings) - 1, len(ranges) - 1
+    p_bin = bin_index(sv["ping_time"].values, pings, closed)
+    r_bin = bin_index(sv[range_var].broadcast_like(sv["Sv"]).transpose(*dims).values, ranges, closed)
+    cell = (np.arange(n_ch)[:, None, None] * n_p + p_bin[None, :, None]) * n_r + r_bin
+    ok = (p_bin[None, :, None] >= 0) & (r_bin >= 0) & ~np.isnan(sv["Sv"].transpose(*dims).values)
+    counts = np.bincount(cell[ok], minlength=n_ch * n_p * n_r).reshape(n_ch, n_p, n_r)
+    per_ping = np.bincount(p_bin[p_bin >= 0], minlength=n_p)
     mvbs["sample_count"] = (
-        mvbs["Sv"].dims,
-        counts.values.astype("uint32"),
+        (dims[0], "ping_time", range_var),
+        counts.astype("uint32"),
         {"long_name": "Number of Sv samples averaged in the cell"},
     )
+    mvbs["sample_count"] = mvbs["sample_count"].transpose(*mvbs["Sv"].dims)
     mvbs["ping_count"] = (
         ("ping_time",),
-        per_ping.values.astype("uint32"),
+        per_ping.astype("uint32"),
         {"long_name": "Number of pings in the time bin"},
     )
     return mvbs
