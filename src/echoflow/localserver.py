@@ -190,6 +190,8 @@ def serve(port: int) -> None:
     from prefect.server.api.server import create_app
 
     idle_limit = float(os.environ.get("ECHOFLOW_SERVER_IDLE_SECONDS", "1800"))
+    # Bookkeeping for runs whose conversions need the CPU more: on a busy machine it waits.
+    os.nice(int(os.environ.get("ECHOFLOW_SERVER_NICE", "10")))
     home = os.environ.get("ECHOFLOW_HOME", "")
     last = [time.monotonic()]
     app = create_app(final=True)

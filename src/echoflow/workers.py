@@ -41,6 +41,20 @@ def available_cpus() -> int:
 
 
 PARENT_POLL_SECONDS = 0.5
+BOOKKEEPING_NICE = 5
+
+
+def yield_to_workers() -> None:
+    """Run this thread, and the threads it starts from now on, below the workers' priority:
+    on a busy machine the conversions come first and the run's bookkeeping (Prefect states,
+    logs) waits; it is never the critical path, as each worker has a file queued. Linux
+    only, where a priority belongs to a thread: the workers and the thread that starts the
+    pool (`__enter__`, before this) keep theirs."""
+    if sys.platform == "linux":
+        try:
+            os.nice(BOOKKEEPING_NICE)
+        except OSError:
+            pass
 
 
 _busy = False  # in a worker: whether a file is being processed right now

@@ -109,6 +109,26 @@ def test_sigkill_of_the_cli_takes_its_workers_with_it(prefect_server, tmp_path):
     assert _alive(workers) == [], "worker processes (or their fork server) outlived the killed CLI"
 
 
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="per-thread priorities are Linux's")
+def test_the_conversions_run_ahead_of_the_bookkeeping(prefect_server, tmp_path):
+    """On a busy machine the workers (and their fork server) get the CPU first; the CLI's
+    Prefect bookkeeping runs at a lower priority."""
+    from echoflow.workers import BOOKKEEPING_NICE
+
+    raws = ek60_copies(tmp_path / "raw", 6)
+    proc = start_cli(
+        ["convert", *map(str, raws), "-m", "EK60", "-o", str(tmp_path / "out"), "-f", "zarr", "-j", "2"],
+        _env(prefect_server, tmp_path),
+    )
+    try:
+        workers = _workers_of(proc, 2)
+        base = os.nice(0)
+        assert psutil.Process(proc.pid).nice() == base + BOOKKEEPING_NICE
+        assert [psutil.Process(w).nice() for w in workers] == [base] * len(workers)
+    finally:
+        assert proc.wait(120) == 0
+
+
 def test_sigterm_stops_cleanly_and_a_rerun_completes(prefect_server, tmp_path):
     raws = ek60_copies(tmp_path / "raw", 8)
     out = tmp_path / "out"

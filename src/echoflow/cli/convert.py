@@ -38,7 +38,7 @@ def convert(
     """Convert raw files with the batch flow; no server needed (embedded Prefect API)."""
     from echoflow.display import LibraryOutput
     from echoflow.storage import count_local
-    from echoflow.workers import Workers, available_cpus
+    from echoflow.workers import Workers, available_cpus, yield_to_workers
 
     # echopype takes seconds to import: worker processes load it while this process starts
     # Prefect, so this process never imports it. As many as the work needs: min(files, CPUs,
@@ -48,6 +48,7 @@ def convert(
     library = LibraryOutput(not verbose, (err,)).__enter__()  # workers' library warnings: to the run log
     pool = Workers(workers)
     pool.__enter__()
+    yield_to_workers()  # the conversions come first on a busy machine
     try:
         _convert(
             pool,

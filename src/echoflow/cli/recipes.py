@@ -138,7 +138,7 @@ def run(
     plan = make_plan(rec)
     files = _answer_if_complete(plan, json_out, quiet) if not overwrite else len(plan.chains)
     from echoflow import display, runtime
-    from echoflow.workers import Workers, available_cpus
+    from echoflow.workers import Workers, available_cpus, yield_to_workers
 
     # before the workers start: they inherit this process's stderr
     library = display.LibraryOutput(not verbose, (err,)).__enter__()
@@ -146,6 +146,7 @@ def run(
     # starts Prefect (as `convert` does), and this process never imports it.
     pool = Workers(max(1, min(rec.concurrency or available_cpus(), files)))
     pool.__enter__()
+    yield_to_workers()  # the conversions come first on a busy machine
 
     from echoflow.home import foreground_run, use_embedded_default
 

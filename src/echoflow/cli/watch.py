@@ -56,7 +56,7 @@ def watch(
     from echoflow.listing import check_source
     from echoflow.params import EXTENSIONS, BatchRequest
     from echoflow.stopping import on_signals
-    from echoflow.workers import Workers, available_cpus
+    from echoflow.workers import Workers, available_cpus, yield_to_workers
 
     params: dict[str, Any] = dict(
         sonar_model=sonar_model,
@@ -68,6 +68,7 @@ def watch(
     )
     pool = Workers(concurrency or available_cpus())
     pool.__enter__()  # workers load echopype while this process starts Prefect
+    yield_to_workers()  # the conversions come first on a busy machine
     try:
         with runtime.entered(workers=pool):
             req = BatchRequest(sources=[source], **params)  # one clean line before anything runs
