@@ -5,7 +5,7 @@
 Every variant runs as a new process on the same copies of the EK60 sample and writes
 the same outputs; wall time and peak memory (summed over the process tree) are printed
 with their ratios. Targets (2 cores): echoflow >= 1.6x faster than the loop and within
-1.2x of the pool; one file within 3 s of a plain script; memory(48 files) <= 1.25x memory(12).
+1.15x of the pool (1.2x before the orchestration cuts); one file within 3 s of a plain script; memory(48 files) <= 1.25x memory(12).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main() -> None:
             print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")
         checks = [
             ("speed-up of (c) over (a)", loop.seconds / flow.seconds, ">= 1.6", loop.seconds / flow.seconds >= 1.6),
-            ("(c) / (b) wall time", flow.seconds / pool.seconds, "<= 1.2", flow.seconds / pool.seconds <= 1.2),
+            ("(c) / (b) wall time", flow.seconds / pool.seconds, "<= 1.15", flow.seconds / pool.seconds <= 1.15),
             (
                 "1 file: echoflow - script (s)",
                 one_flow.seconds - one_plain.seconds,
