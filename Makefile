@@ -80,13 +80,22 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 	$(BIN)/ruff format src tests benchmarks scripts
 
+# Test processes (pytest-xdist): each has its own Prefect and S3 servers. The tests wait on
+# real processes much of the time, so 3 keep 2 cores busy. TEST_JOBS=0: one process.
+TEST_JOBS ?= 3
+PYTEST_PARALLEL := $(BIN)/pytest -n $(TEST_JOBS) --dist worksteal
+# Markers (pyproject.toml; tests/conftest.py sets them by directory): what a test needs
+# beyond the venv, and `slow` for the long real-process scenarios.
+FAST_TESTS := not docker and not helm and not browser and not slow
+
 .PHONY: test
-test: install chart-tools lint ## Lint, then the whole test suite (unit, flows, chart, image, worker + API stand-in)
-	$(BIN)/pytest
+test: install chart-tools lint ## Lint, then every test: in parallel, then the Docker ones (image, worker + API stand-in) in one process
+	$(PYTEST_PARALLEL) -m "not docker"
+	$(BIN)/pytest -m docker
 
 .PHONY: test-fast
-test-fast: install ## Tests that need neither helm nor Docker
-	$(BIN)/pytest tests/unit tests/flows
+test-fast: install ## Every test that needs no Docker, helm or browser and is not marked slow (under 2 min on 2 cores)
+	$(PYTEST_PARALLEL) -m "$(FAST_TESTS)"
 
 .PHONY: bench
 bench: install ## Benchmarks: sequential echopype vs process pool vs echoflow (prints ratios)

@@ -2,7 +2,7 @@
 # Prepare a bare root Debian sandbox (such as CI here) for `make test`: what the suite needs
 # beyond the venv. Run only when asked (.ci/run does); `make test` itself installs nothing.
 #   - a Docker engine (scripts/sandbox/ensure-docker.sh: Debian's docker.io, dockerd started)
-#   - headless Chromium for the UI test (tests/ui)
+#   - headless Chromium for the UI test (tests/cli/test_local_api.py, marker `browser`)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/ensure-docker.sh"

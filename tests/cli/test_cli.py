@@ -31,6 +31,8 @@ def test_version_and_help(run_cli):
         assert command in helptext
 
 
+@pytest.mark.slow  # two -j 2 runs and a direct echopype conversion; the CLI's conversions stay fast in
+# test_partial_failure_..., test_everything_the_run_reported_... and tests/cli/test_output.py
 def test_convert_folder_shows_summary_and_exit_code(run_cli, tmp_path):
     raws = ek60_copies(tmp_path / "raw", 2)
     out = tmp_path / "out"
@@ -53,6 +55,7 @@ def test_convert_folder_shows_summary_and_exit_code(run_cli, tmp_path):
     assert again.returncode == 0 and "0 converted, 2 skipped" in again.stdout
 
 
+@pytest.mark.slow  # AZFP through --xml; the conversion itself: tests/flows/test_convert_flow.py
 def test_azfp_with_xml(run_cli, tmp_path):
     proc = run_cli("convert", str(AZFP_RAW), "-m", "AZFP", "--xml", str(AZFP_XML), "-o", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
@@ -86,6 +89,7 @@ def test_bad_input_is_one_clear_line(run_cli, tmp_path, args, expected):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+@pytest.mark.slow  # the check itself: tests/unit/test_integrity.py
 def test_file_of_another_model_is_reported(run_cli, tmp_path):
     proc = run_cli("convert", str(EK60_RAW), "-m", "EK80", "-o", str(tmp_path / "o"))
     assert proc.returncode == 1
@@ -99,6 +103,7 @@ def test_output_not_writable(run_cli, tmp_path):
     assert str(blocker) in line and "writing to the output location" in line
 
 
+@pytest.mark.slow  # the same refusal in the flow: tests/flows/test_s3.py
 def test_unreadable_bucket(run_cli, tmp_path, s3_env, private_bucket, s3_options):
     import s3fs
 
@@ -127,6 +132,7 @@ def test_graph_writes_an_image(run_cli, tmp_path):
     assert "Open_Raw_File_0 --> Save_Converted_File_0" in mmd.read_text()
 
 
+@pytest.mark.slow  # SIGKILL mid-file, then a rerun
 def test_killed_conversion_leaves_nothing_a_rerun_skips(run_cli, prefect_server, tmp_path):
     raws = ek60_copies(tmp_path / "raw", 3)
     out = tmp_path / "out"
@@ -168,6 +174,7 @@ def test_killed_conversion_leaves_nothing_a_rerun_skips(run_cli, prefect_server,
     assert not list(out.rglob("*partial*"))
 
 
+@pytest.mark.slow  # starts, reuses and stops the embedded local API
 def test_embedded_default_needs_no_server(tmp_path):
     """No PREFECT_API_URL: the CLI starts its own local API under ECHOFLOW_HOME and reuses it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

@@ -3,6 +3,7 @@
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from util import ek60_copies
 
 from echoflow import discover
@@ -29,6 +30,7 @@ def test_the_file_recording_when_the_window_opens_is_kept(tmp_path):
     assert [f.name for f in last.selected] == ["A-D20180211-T180000.raw"]  # may still be recording
 
 
+@pytest.mark.slow  # manifests themselves: tests/unit/storage/test_sources_outputs.py
 def test_manifest_feeds_convert(run_cli, tmp_path):
     raws = ek60_copies(tmp_path / "archive", 3)  # 16:00:25, 16:10:25, 16:20:25
     manifest = tmp_path / "lists" / "window.txt"

@@ -22,6 +22,7 @@ def _one_line_failure(proc: subprocess.CompletedProcess, expected: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # the check itself: tests/unit/test_integrity.py
 def test_empty_file_says_zero_bytes(run_cli, tmp_path):
     raw = tmp_path / "DY1801_EK60-D20180211-T000000.raw"
     raw.write_bytes(b"")
@@ -29,6 +30,7 @@ def test_empty_file_says_zero_bytes(run_cli, tmp_path):
     assert raw.name in line and "empty" in line
 
 
+@pytest.mark.slow  # two failing conversions; the checks themselves: tests/unit/test_integrity.py
 def test_wrong_azfp_xml_names_the_xml(run_cli, tmp_path):
     xml = tmp_path / "wrong.XML"
     xml.write_text("<Config><Frequency>1</Frequency></Config>")
@@ -64,7 +66,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)])
 
 
-@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+@pytest.mark.parametrize("fmt", [pytest.param("netcdf", marks=pytest.mark.slow), "zarr"])  # slow: the same path
 def test_full_disk_names_the_path_and_is_not_retried(run_cli, tiny_disk, fmt):
     start = time.monotonic()
     proc = run_cli("convert", str(EK60_RAW), "-m", "EK60", "-o", str(tiny_disk / "out"), "-f", fmt)
@@ -79,6 +81,7 @@ def test_full_disk_names_the_path_and_is_not_retried(run_cli, tiny_disk, fmt):
     )
 
 
+@pytest.mark.slow  # waits out the whole retry budget (~30 s) by design
 def test_unreachable_endpoint_fails_in_bounded_time_with_the_budget(run_cli, tmp_path):
     import socket
 
@@ -101,6 +104,7 @@ def test_unreachable_endpoint_fails_in_bounded_time_with_the_budget(run_cli, tmp
     assert took < 45, f"{took:.0f} s"
 
 
+@pytest.mark.slow  # kills a worker process mid-file, then waits for the retry
 def test_killed_worker_mid_file_is_retried_and_converted(prefect_server, tmp_path):
     import psutil
     from reliability_util import assert_equals_reference, reference, start_cli, wait_until_writing

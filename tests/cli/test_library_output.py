@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 from samples import EK60_RAW
 
 
+@pytest.mark.slow  # two recipe runs (open_raw, compute_Sv) through the CLI
 def test_echopype_notices_reach_the_run_log_not_the_terminal(run_cli, tmp_path):
     from prefect_api import flow_run_logs
 

@@ -18,6 +18,9 @@ from util import ek60_copies
 
 from echoflow import storage
 
+# slow: concurrent CLIs racing on the same outputs, signals, a vanished API: several real CLI processes each
+pytestmark = pytest.mark.slow
+
 
 def _env(prefect_server: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home"), **extra}

@@ -9,20 +9,19 @@ on the default queue, its children on the `conversions` queue whose concurrency 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import xarray as xr
 from prefect_api import artifacts
+from procs import process_worker
 from recipe_samples import adjacent_copies, group_recipe
 
 from echoflow import deploy
 
-BIN = Path(sys.executable).parent
+# slow: a real process worker runs the parent and each child run as its own process
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -38,20 +37,8 @@ def pool(prefect_server, tmp_path):
         deploy.ensure_queue(client, name, 1)
         spec = {**deploy.desired("run-recipe", deploy.FLOWS["run-recipe"], name, "unused"), "job_variables": {}}
         deploy.ensure_deployment(client, "run-recipe", name, spec)
-    log = tmp_path / "worker.log"
-    env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1", "ECHOFLOW_HOME": str(tmp_path / "home")}
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", name, "--type", "process"],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with process_worker(name, tmp_path):
         yield name
-    finally:
-        worker.terminate()
-        worker.wait(30)
 
 
 def children(parent_id) -> list:

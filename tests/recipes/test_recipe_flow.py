@@ -242,6 +242,7 @@ def test_failed_file_is_isolated(ek60_batch: list[Path], tmp_path: Path) -> None
     assert "truncated" in state.message
 
 
+@pytest.mark.slow  # the AZFP chain; the EK60 chains stay fast
 def test_azfp_sv_and_mvbs_with_xml(tmp_path: Path) -> None:
     out = tmp_path / "out"
     recipe = f"""
@@ -294,6 +295,7 @@ stages:
     assert "compute_MVBS: {range_bin: 10m" in text.data
 
 
+@pytest.mark.slow  # the recipe chain again, on S3
 def test_s3_source_and_output(
     public_bucket: str, private_bucket: str, s3_options: dict, s3_anon_options: dict, monkeypatch
 ) -> None:

@@ -75,13 +75,15 @@ def test_local_lock_waiter_gets_it_when_released(tmp_path):
 
 
 def test_s3_lease_is_exclusive_expires_and_is_taken_over(s3_options, private_bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("ECHOFLOW_LEASE_SECONDS", "2")
+    monkeypatch.setenv("ECHOFLOW_LEASE_SECONDS", "30")  # cannot lapse while the second tries, however slow
     fs, path = storage.filesystem(f"s3://{private_bucket}/lease-{tmp_path.name}/x.zarr", s3_options)
     first = S3Lease(fs, path, "first")
     first.acquire(1)
     with pytest.raises(OutputBusy, match="first"):
         S3Lease(fs, path, "second").acquire(1)
-    first._stop.set()  # the holder stops renewing (a frozen or dead writer)
+    monkeypatch.setenv("ECHOFLOW_LEASE_SECONDS", "2")
+    first._stop.set()  # the holder stops renewing (a frozen or dead writer) ...
+    assert first.still_held()  # ... after one last renewal, for 2 s
     time.sleep(2.5)
     second = S3Lease(fs, path, "second")
     second.acquire(5)  # expired: taken over with If-Match

@@ -9,42 +9,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jobtemplate as jt
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
-from samples import REPO
 
-HELM = REPO / ".tools" / "helm"
 EXE = str(Path(sys.executable).parent / "echoflow")
 WATCH = {
-    "watch.enabled": "true",
+    "watch.enabled": True,
     "watch.source": "s3://ship-uploads/DY1801/EK60/*.raw",
     "watch.sonarModel": "EK60",
     "watch.outputPrefix": "s3://shore/DY1801",
-    "watch.settleSeconds": "90",
+    "watch.settleSeconds": 90,
 }
 
 
-def render(values: dict[str, str]) -> subprocess.CompletedProcess:
-    if not HELM.exists():
-        pytest.skip("helm is not installed (make tools)")
-    args = [str(HELM), "template", "t", str(REPO / "charts" / "echoflow")]
-    for k, v in values.items():
-        args += ["--set-string" if k.endswith(("source", "cron", "outputPrefix")) else "--set", f"{k}={v}"]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+def hook_env(values: dict) -> dict[str, str]:
+    """The env of the deployments hook Job's container, as rendered with `values`."""
+    objects = jt.render_chart(set_values=values)
+    (job,) = [o for o in jt.find(objects, "Job") if o["metadata"]["name"].endswith("-deploy")]
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in c["env"]}
 
 
-def hook_env(values: dict[str, str]) -> dict[str, str]:
-    proc = render(values)
-    assert proc.returncode == 0, proc.stderr
-    for doc in yaml.safe_load_all(proc.stdout):
-        if doc and doc["kind"] == "Job" and doc["metadata"]["name"].endswith("-deploy"):
-            (c,) = doc["spec"]["template"]["spec"]["containers"]
-            return {e["name"]: e.get("value") for e in c["env"]}
-    raise AssertionError("no deployments hook Job")
+def refused(values: dict) -> str:
+    """helm's error for values the chart's schema refuses."""
+    with pytest.raises(jt.HelmError) as caught:
+        jt.render_chart(set_values=values)
+    return caught.value.stderr
 
 
-def test_chart_values_become_a_scheduled_deployment(prefect_server):
+def test_chart_values_become_a_scheduled_deployment(prefect_server, helm_bin):
     env = hook_env({**WATCH, "watch.cron": "*/10 * * * *", "deployments.name": "ship"})
     settings = json.loads(env["ECHOFLOW_WATCH"])
     assert settings["cron"] == "*/10 * * * *" and "interval" not in settings
@@ -73,13 +67,11 @@ def test_chart_values_become_a_scheduled_deployment(prefect_server):
     assert s.schedule.cron == "*/10 * * * *" and s.active
 
 
-def test_chart_watch_values_checked():
+def test_chart_watch_values_checked(helm_bin):
     assert "ECHOFLOW_WATCH" not in hook_env({})  # nothing to watch: not registered
     off = hook_env({"watch.source": "s3://ship-uploads/x/"})
     assert json.loads(off["ECHOFLOW_WATCH"]) == {"enabled": False}  # registered, unscheduled
     interval = json.loads(hook_env(WATCH)["ECHOFLOW_WATCH"])
     assert interval["interval"] == 300 and interval["timezone"] == "UTC"
-    missing = render({"watch.enabled": "true", "watch.source": "s3://x/"})
-    assert missing.returncode != 0 and "/watch/sonarModel" in missing.stderr
-    too_often = render({**WATCH, "watch.interval": "5"})
-    assert too_often.returncode != 0 and "/watch/interval" in too_often.stderr
+    assert "/watch/sonarModel" in refused({"watch.enabled": True, "watch.source": "s3://x/"})
+    assert "/watch/interval" in refused({**WATCH, "watch.interval": 5})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,11 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import free_port
+from procs import free_port
 from samples import EK60_RAW
 from util import ek60_copies
 
 from echoflow.storage import read_marker
+
+# slow: the embedded local API's whole life (start, reuse, stop), a notebook kernel, a browser
+pytestmark = pytest.mark.slow
 
 EXE = str(Path(sys.executable).parent / "echoflow")
 
@@ -98,7 +100,7 @@ def test_plain_script_without_main_guard_records_on_the_local_api(home, tmp_path
     assert [r["name"] for r in runs] == ["convert-batch · script-out · 2 files"]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium (scripts/sandbox/prepare.sh installs it)")
+@pytest.mark.browser
 def test_browser_shows_run_tasks_logs_and_summary(home, tmp_path):
     from browser import chromium
 

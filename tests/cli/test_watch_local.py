@@ -14,8 +14,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from samples import EK60_RAW
 from util import EK60_TIMES, assert_matches_direct, junk_file
+
+# slow: a real `echoflow watch` process with files landing over time and its settle waits
+pytestmark = pytest.mark.slow
 
 INTERVAL, SETTLE = 1.0, 3.0
 CONVERTED = re.compile(r"(converted|skipped) (\S+) -> .*complete ([\d.]+) s after settling")

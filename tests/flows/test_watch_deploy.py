@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 
 EXE = str(Path(sys.executable).parent / "echoflow")
@@ -21,7 +23,11 @@ SETTINGS = {
 }
 
 
-def deploy(api: str, settings: object | None, *args: str) -> subprocess.CompletedProcess:
+def deploy(
+    api: str, settings: object | None, *args: str, flows: tuple[str, ...] = ("convert-batch",)
+) -> subprocess.CompletedProcess:
+    """`echoflow deploy` of `flows` (all that it registers by default when empty) with
+    ECHOFLOW_WATCH from `settings`."""
     env = {**os.environ, "PREFECT_API_URL": api}
     env.pop("ECHOFLOW_WATCH", None)
     if settings is not None:
@@ -35,8 +41,7 @@ def deploy(api: str, settings: object | None, *args: str) -> subprocess.Complete
             "--image",
             "echoflow:w",
             "--create-pool",
-            "--flow",
-            "convert-batch",
+            *(arg for flow in flows for arg in ("--flow", flow)),
             *args,
         ],
         capture_output=True,
@@ -51,6 +56,7 @@ def read(name: str):
         return client.read_deployment_by_name(name)
 
 
+@pytest.mark.slow  # four `echoflow deploy` runs; the chart's watch values register one too (tests/chart)
 def test_watch_deployment_schedule_and_limit(prefect_server):
     first = deploy(prefect_server, SETTINGS, "--flow", "watch-prefix")
     assert first.returncode == 0, first.stderr
@@ -77,21 +83,45 @@ def test_watch_deployment_schedule_and_limit(prefect_server):
 
 
 def test_watch_settings_errors_are_one_line(prefect_server):
-    for settings, expected in [
+    """Each mistake in ECHOFLOW_WATCH is named on one line; `echoflow deploy` reports it so
+    (exit 2, no traceback: shown for the first, the CLI reports every ParameterError alike)."""
+    from echoflow.errors import ParameterError
+    from echoflow.flows.watch import schedule_settings
+
+    cases = [
         ("{nope", "watch settings are not valid JSON"),
         ({"parameters": {"source": "s3://a/"}, "interval": 60}, "parameters sonar_model, output_prefix must be set"),
         ({**SETTINGS, "cron": "* * * * *"}, "set exactly one of 'interval' (seconds) or 'cron'"),
         ({**SETTINGS, "interval": 1}, "interval must be a number of seconds ≥ 10"),
-    ]:
-        proc = deploy(prefect_server, settings, "--flow", "watch-prefix")
-        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    ]
+    for settings, expected in cases:
+        with pytest.raises(ParameterError, match=re.escape(expected)) as caught:
+            schedule_settings(settings if isinstance(settings, str) else json.dumps(settings))
+        assert "\n" not in str(caught.value)
+    proc = deploy(prefect_server, cases[0][0], "--flow", "watch-prefix")
+    assert proc.returncode == 2 and cases[0][1] in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_watch_prefix_is_left_out_without_settings(prefect_server):
-    proc = deploy(prefect_server, None)
-    assert proc.returncode == 0 and "watch-prefix" not in proc.stdout
+    """By default every flow is registered but watch-prefix, which needs a source to watch."""
+    from prefect.exceptions import ObjectNotFound
+
+    from echoflow.deploy import FLOWS
+
+    proc = deploy(prefect_server, None, "--deployment-name", "unwatched", flows=())
+    assert proc.returncode == 0, proc.stderr
+    registered = set()
+    for flow in FLOWS:
+        try:
+            read(f"{flow}/unwatched")
+            registered.add(flow)
+        except ObjectNotFound:
+            pass
+    assert registered == set(FLOWS) - {"watch-prefix"}, proc.stdout
 
 
+@pytest.mark.slow  # waits for the Prefect server's scheduler loop to create runs
 def test_schedule_is_live_on_the_server(prefect_server):
     """The server's scheduler creates the watch runs, with the deployment's parameters."""
     import time

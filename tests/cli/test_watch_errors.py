@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-EXE = str(Path(sys.executable).parent / "echoflow")
 
 
 @pytest.mark.parametrize(
@@ -21,11 +14,10 @@ EXE = str(Path(sys.executable).parent / "echoflow")
         (["{tmp}", "-m", "EK60", "--recipe", "{tmp}/nope.yaml"], "nope.yaml"),
     ],
 )
-def test_bad_input_is_one_line(prefect_server, tmp_path, args, expected):
+def test_bad_input_is_one_line(run_cli, tmp_path, args, expected):
     out = tmp_path / "out"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home"), "COLUMNS": "250"}
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    proc = subprocess.run([EXE, "watch", *argv, "-o", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_cli("watch", *argv, "-o", str(out), env={"COLUMNS": "250"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected.replace("{tmp}", str(tmp_path)) in errors[0], proc.stderr

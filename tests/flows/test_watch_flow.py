@@ -18,7 +18,6 @@ from util import EK60_TIMES, junk_file
 from echoflow.flows.watch import watch_prefix
 from echoflow.storage import read_marker
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
 SETTLE = 20.0
 
 
@@ -41,6 +40,7 @@ def children(flow_run_id) -> list:
         )
 
 
+@pytest.mark.slow  # three watch runs, each fanning out child flow runs
 def test_scheduled_runs_take_each_settled_file_once(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
@@ -48,8 +48,7 @@ def test_scheduled_runs_take_each_settled_file_once(tmp_path):
     for n in names[:2]:
         aged(Path(shutil.copyfile(EK60_RAW, raw / n)))
     data = EK60_RAW.read_bytes()
-    (raw / names[2]).write_bytes(data[: len(data) // 2])  # being recorded: not settled
-    written = time.time()
+    (raw / names[2]).write_bytes(data[: len(data) // 2])  # being recorded: too new to be settled
     kw = dict(
         source=str(raw / "*.raw"),
         sonar_model="EK60",
@@ -71,20 +70,20 @@ def test_scheduled_runs_take_each_settled_file_once(tmp_path):
     files = json.loads(memory.read_text())["files"]
     assert files[str(raw / names[2])]["status"] == "seen" and files[str(raw / names[0])]["status"] == "done"
 
-    with (raw / names[2]).open("ab") as f:  # still being written: changed since the last listing
+    with (raw / names[2]).open("ab") as f:  # still being written: changed since the last listing ...
         f.write(data[len(data) // 2 :])
-    written = time.time()
+    aged(raw / names[2])  # ... which holds it back even with an old mtime (a copy that keeps it)
     idle = watch_prefix(**kw, return_state=True)
     assert idle.is_completed() and "nothing new and settled (1 not settled yet)" in idle.message
     assert children(idle.state_details.flow_run_id) == []
 
-    time.sleep(max(0.0, written + SETTLE + 1 - time.time()))  # now it has settled
-    third = watch_prefix(**kw, return_state=True)
+    third = watch_prefix(**kw, return_state=True)  # unchanged since the last listing, and old: settled
     assert statuses(third) == {names[2]: "converted"}
     for n in names:
         assert read_marker(str(out / n.replace(".raw", ".zarr")), {}) is not None
 
 
+@pytest.mark.slow  # six watch runs; the decisions alone: tests/unit/test_watcher.py
 def test_bad_file_fails_once_until_it_changes_or_is_retried(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
@@ -114,3 +113,32 @@ def test_bad_file_fails_once_until_it_changes_or_is_retried(tmp_path):
     fixed = watch_prefix(**kw, return_state=True)
     assert fixed.is_completed() and statuses(fixed) == {bad.name: "converted"}
     assert not (out / f"{bad.stem}.nc.echoflow-failed.json").exists()
+
+
+@pytest.mark.slow  # a cost measurement (S3 requests of an idle run)
+def test_scheduled_run_idle_cost_on_s3(new_bucket, s3_options, s3_log):
+    """An idle scheduled run on an s3:// prefix, counted in the S3 server's request log."""
+    import s3fs
+
+    bucket = new_bucket("ship-watch-scheduled")
+    fs = s3fs.S3FileSystem(**s3_options)
+    fs.put_file(str(EK60_RAW), f"{bucket}/raw/DY1801_EK60-{EK60_TIMES[0]}.raw")
+    time.sleep(2)
+    kw = dict(
+        source=f"s3://{bucket}/raw/*.raw",
+        sonar_model="EK60",
+        output_prefix=f"s3://{bucket}/out",
+        settle_seconds=1,
+        concurrency=1,
+        batch_deployment=None,
+        input_storage_options=s3_options,
+        output_storage_options=s3_options,
+    )
+    first = watch_prefix(**kw, return_state=True)
+    assert first.is_completed(), first.message
+    before = len(s3_log.requests(bucket))
+    idle = watch_prefix(**kw, return_state=True)
+    assert idle.is_completed() and "nothing new" in idle.message
+    during = s3_log.requests(bucket)[before:]
+    print(f"\nS3 requests per idle scheduled run: {len(during)}: {during}")
+    assert len(during) == 2  # read the watch state, list the prefix; nothing written

@@ -25,14 +25,6 @@ FLAGS = [
 ]  # tall: lists render only the rows in view
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Page:
     def __init__(self, ws: Any) -> None:
         self.ws, self.n = ws, 0
@@ -84,6 +76,8 @@ def chromium(port: int) -> Iterator[Page]:
     from websockets.sync.client import connect
 
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:  # the `browser` marker's tests fail, not skip, without it
+        raise AssertionError("no chromium on PATH (a bare root sandbox: scripts/sandbox/prepare.sh installs it)")
     profile = tempfile.mkdtemp(prefix="chromium-")
     proc = subprocess.Popen(
         [exe, *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "about:blank"],

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -23,12 +20,12 @@ from prefect.client.schemas.filters import (
     FlowRunFilterDeploymentId,
 )
 from prefect.deployments import run_deployment
+from procs import process_worker
 from samples import EK60_RAW
 from util import EK60_TIMES
 
 from echoflow.deploy import deploy
 
-BIN = Path(sys.executable).parent
 POOL, NAME = "watch-process", "proc"
 
 
@@ -89,31 +86,14 @@ def test_watch_deployment_fans_out_through_a_worker(prefect_server, tmp_path, mo
     process_pool()
     deploy(POOL, "echoflow:process", deployment_name=NAME, flows=["convert-batch", "watch-prefix"])
 
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_server,
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "ECHOFLOW_HOME": str(tmp_path / "home"),
-    }
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
-    )
-    try:
+    with process_worker(POOL, tmp_path) as log:
         # Two runs at once, as when a schedule fires while the previous run is still going.
         ids = [run_deployment(f"watch-prefix/{NAME}", timeout=0).id for _ in range(2)]
         runs = wait_final(ids, timeout=600)
         (idle,) = wait_final([run_deployment(f"watch-prefix/{NAME}", timeout=0).id], timeout=300)
-    finally:
-        worker.terminate()
-        worker.wait(60)
     states = sorted(r.state_name for r in runs)
     print(f"\ntwo watch runs at once: {states}")
-    worker_log = (tmp_path / "worker.log").read_text()[-3000:]
+    worker_log = log.read_text()[-3000:]
     assert "Completed" in states, (states, worker_log)
     assert all(s in ("Completed", "Cancelled") for s in states), (states, worker_log)
     assert idle.state.is_completed() and "nothing new" in idle.state.message
