@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,9 @@ import httpx
 import jobtemplate as jt
 import pytest
 from chartcases import RELEASE
+from procs import free_port
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def container_of(objects, name):
@@ -144,11 +138,15 @@ def test_server_command_matches_prefect_cli(render):
 def test_worker_container_runs(prefect_server, helm_bin, tmp_path):
     """`prefect worker start` with the chart's flags and env against a real server: it
     creates the pool from the mounted base job template, registers under its pod name
-    and answers its health probe. (The kopf observer is switched off: no cluster here.)"""
+    and answers its probes on the container port they name (the chart's env decides where
+    the worker listens: nothing here overrides it). (The kopf observer is switched off: no
+    cluster here.)"""
     from prefect.client.orchestration import get_client
 
     pool = f"chart-worker-{uuid.uuid4().hex[:6]}"
-    objects = jt.render_chart(set_values={"workPool.name": pool, "worker.limit": 2})
+    objects = jt.render_chart(
+        set_values={"workPool.name": pool, "worker.limit": 2, "worker.healthcheckPort": free_port()}
+    )
     c = container_of(objects, f"{RELEASE}-worker")
     home = tmp_path / "home"
     home.mkdir()
@@ -157,14 +155,8 @@ def test_worker_container_runs(prefect_server, helm_bin, tmp_path):
     template_file.write_text(json.dumps(template))
 
     env = plain_env(c, home)
-    port = free_port()
-    env.update(
-        {
-            "PREFECT_API_URL": prefect_server,
-            "PREFECT_WORKER_WEBSERVER_PORT": str(port),
-            "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED": "false",
-        }
-    )
+    env.update({"PREFECT_API_URL": prefect_server, "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_ENABLED": "false"})
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     cmd = [
         arg.replace("$(POD_NAME)", "worker-pod-0").replace("/etc/echoflow/base-job-template.json", str(template_file))
         for arg in c["command"]
@@ -172,8 +164,10 @@ def test_worker_container_runs(prefect_server, helm_bin, tmp_path):
     log = tmp_path / "worker.log"
     proc = start(cmd, env, log)
     try:
-        probe = c["livenessProbe"]["httpGet"]["path"]
-        assert wait_for(f"http://127.0.0.1:{port}{probe}", proc, log).json() == {"message": "OK"}
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            probe = c[kind]["httpGet"]
+            url = f"http://127.0.0.1:{ports[probe['port']]}{probe['path']}"
+            assert wait_for(url, proc, log).json() == {"message": "OK"}, kind
 
         async def state():
             from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError

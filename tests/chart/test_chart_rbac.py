@@ -3,11 +3,13 @@ in the chart can reach the Kubernetes API."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 
 import jobtemplate as jt
 import pytest
+import yaml
 from chartcases import NAMESPACE, RELEASE, VALUE_SETS
 
 # One rule per call site (see the comments in templates/role.yaml).
@@ -55,13 +57,32 @@ def test_worker_role_rules_exact(render, value_set):
     assert not jt.find(objects, "ClusterRoleBinding")
 
 
-def test_role_matches_the_installed_prefect_kubernetes():
-    """Every Kubernetes call in the installed worker and observer is covered by the Role,
-    and every permission in the Role is used by some call."""
+def installed_source(module: str = "") -> str:
+    """prefect_kubernetes' worker and observer source (or one of them: "worker", "observer")."""
     import prefect_kubernetes.observer as observer
     import prefect_kubernetes.worker as worker
 
-    source = inspect.getsource(worker) + inspect.getsource(observer)
+    return "".join(inspect.getsource(m) for m in (worker, observer) if module in ("", m.__name__.rsplit(".")[-1]))
+
+
+KOPF_EVENT = re.compile(r'kopf\.on\.event\(\s*(?:"([a-z]*)",\s*"v1",\s*)?"([a-z]+)"')
+
+
+def kopf_handlers(source: str) -> dict[str, tuple[str, str]]:
+    """handler function -> the (group, resource) kopf lists and watches for it, whether
+    registered by decorator or by a call."""
+    handlers = {}
+    for m in KOPF_EVENT.finditer(source):
+        after = re.search(r"\)\((\w+)\)|async def (\w+)", source[m.end() : m.end() + 300])
+        assert after, f"no handler after {m.group(0)}"
+        handlers[after.group(1) or after.group(2)] = (m.group(1) or "", m.group(2))
+    return handlers
+
+
+def test_role_matches_the_installed_prefect_kubernetes():
+    """Every Kubernetes call in the installed worker and observer is covered by the Role,
+    and every permission in the Role is used by some call."""
+    source = installed_source()
     calls = set(
         re.findall(
             r"\.((?:create|read|list|delete|patch|replace|watch)_"
@@ -73,25 +94,56 @@ def test_role_matches_the_installed_prefect_kubernetes():
     assert not unknown, f"prefect-kubernetes makes calls this chart has not reviewed: {unknown}"
 
     needed = {CALL_PERMISSIONS[c] for c in calls if CALL_PERMISSIONS[c]}
-    watched = set(re.findall(r'kopf\.on\.event\(\s*(?:"([a-z]+)",\s*"v1",\s*)?"([a-z]+)"', source))
-    assert {(g, r) for g, r in watched} == KOPF_WATCHES
+    assert set(kopf_handlers(source).values()) == KOPF_WATCHES
     for group, resource in KOPF_WATCHES:
         needed |= {(group, resource, "list"), (group, resource, "watch")}
     assert granted(EXPECTED_WORKER_RULES) == needed
 
 
-def test_rbac_template_comments_name_the_calls():
-    text = (jt.CHART / "templates" / "role.yaml").read_text()
-    for call in (
-        "create_namespaced_job",
-        "delete_namespaced_job",
-        "read_namespaced_job",
-        "list_namespaced_job",
-        "list_namespaced_pod",
-        "read_namespaced_pod_log",
-        "kopf.on.event",
-    ):
-        assert call in text
+def documented_rules() -> list[tuple[str, dict]]:
+    """templates/role.yaml's rules, each with the comment above it."""
+    body = (jt.CHART / "templates" / "role.yaml").read_text().split("\nrules:\n", 1)[1]
+    rules: list[tuple[list[str], list[str]]] = []
+    comment: list[str] = []
+    for line in body.splitlines():
+        if line.strip().startswith("#"):
+            comment.append(line.strip().lstrip("#").strip())
+        elif line.strip().startswith("- "):
+            rules.append((comment, [line]))
+            comment = []
+        elif rules and line.startswith("    "):
+            rules[-1][1].append(line)
+    return [(" ".join(c), yaml.safe_load("\n".join(r))[0]) for c, r in rules]
+
+
+def test_each_rule_names_the_calls_that_need_it():
+    """The comment above each rule says which prefect_kubernetes function makes which call
+    (`worker.py F -> Api.call`, `observer.py kopf.on.event(...) F -> kopf list + watch`):
+    each such function exists, makes that call (or is kopf's handler for that resource),
+    and the call needs a permission of the rule below the comment, not of another."""
+    rules = documented_rules()
+    assert [r for _, r in rules] == EXPECTED_WORKER_RULES
+    documented = set()
+    for comment, rule in rules:
+        claims = re.findall(r"(\w+)\.py (.+?) -> (kopf list \+ watch|\w+Api\.(\w+))", comment)
+        assert claims, f"no call named above {rule}"
+        for module, functions, target, call in claims:
+            source = installed_source(module)
+            names = re.findall(r"[A-Za-z_][\w.]*", re.sub(r"@?kopf\.on\.event\([^)]*\)", "", functions))
+            assert names, comment
+            for name in names:
+                obj = importlib.import_module(f"prefect_kubernetes.{module}")
+                for part in name.split("."):
+                    obj = getattr(obj, part)  # the named function exists
+                if call:
+                    assert f".{call}(" in inspect.getsource(obj), f"{name} does not call {call}"
+                    needed = {CALL_PERMISSIONS[call]}
+                    documented.add(call)
+                else:
+                    group, resource = kopf_handlers(source)[name]
+                    needed = {(group, resource, "list"), (group, resource, "watch")}
+                assert needed <= granted([rule]), f"{name} -> {target} needs {needed}, not granted by {rule}"
+    assert documented == {c for c, p in CALL_PERMISSIONS.items() if p}
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))

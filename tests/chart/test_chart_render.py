@@ -319,13 +319,6 @@ def test_worker_deployment(render):
     assert "checksum/base-job-template" in dep["spec"]["template"]["metadata"]["annotations"]
 
 
-def test_worker_healthcheck_matches_prefect():
-    """The probe port is where `prefect worker start --with-healthcheck` listens."""
-    from prefect.settings import get_current_settings
-
-    assert get_current_settings().worker.webserver.port == 8080
-
-
 def test_worker_limit_and_checksum(helm_bin):
     a = jt.render_chart(set_values={"worker.limit": 4})
     b = jt.render_chart(set_values={"worker.limit": 4, "flowRuns.resources.limits.memory": "20Gi"})

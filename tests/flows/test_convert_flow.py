@@ -7,6 +7,7 @@ from prefect_api import flow_run_logs, task_runs
 from samples import AZFP_RAW, AZFP_XML, EK60_RAW
 from util import assert_matches_direct
 
+from echoflow.errors import RawFileError
 from echoflow.flows.convert import convert_raw_sonar
 from echoflow.storage import read_marker
 
@@ -50,6 +51,7 @@ def test_unknown_output_type_fails_before_reading(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # skip and overwrite: tests/flows/test_batch_flow.py
 def test_complete_output_is_kept_unless_overwrite(tmp_path):
     kwargs = dict(raw_file=str(EK60_RAW), sonar_model="EK60", output_path=str(tmp_path), output_type="zarr")
     first = convert_raw_sonar(**kwargs)
@@ -65,7 +67,7 @@ def test_wrong_model_fails_with_reason(tmp_path):
     state = convert_raw_sonar(raw_file=str(AZFP_RAW), sonar_model="EK60", output_path=str(tmp_path), return_state=True)
     assert state.is_failed()
     with pytest.raises(
-        Exception, match=r"17031001.01A: (does not start like EK60 data|cannot be read as EK60 data).*--sonar-model"
+        RawFileError, match=r"17031001.01A: (does not start like EK60 data|cannot be read as EK60 data).*--sonar-model"
     ):
         state.result()
     assert not any(Path(tmp_path).iterdir())

@@ -4,12 +4,13 @@ No Prefect and no echopype: grouping works on the files' data times only."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from echoflow.errors import ParameterError
+from echoflow.errors import InputNotFound, ParameterError
 from echoflow.recipes import load_recipe
 from echoflow.recipes.groups import Span, make_groups, read_schedule
 
@@ -84,5 +85,6 @@ def test_bad_schedule_is_one_clear_line(tmp_path: Path, text: str, message: str)
 
 
 def test_missing_schedule_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="nope.csv"):
-        read_schedule(str(tmp_path / "nope.csv"))
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(InputNotFound, match=rf"^{re.escape(str(missing))}: not found"):
+        read_schedule(str(missing))

@@ -4,13 +4,14 @@ No Prefect and no echopype processing here: these checks run before any work."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from echoflow import discover
-from echoflow.errors import ParameterError
+from echoflow.errors import InputNotFound, ParameterError
 from echoflow.recipes import RecipeError, load_recipe
 from echoflow.recipes.plan import make_plan
 from echoflow.recipes.wiring import wiring
@@ -182,8 +183,9 @@ def test_several_errors_are_all_reported_on_one_line(tmp_path: Path, good: str) 
 
 
 def test_missing_recipe_file(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="not found"):
-        load_recipe(str(tmp_path / "nope.yaml"))
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(InputNotFound, match=rf"^{re.escape(str(missing))}: not found"):
+        load_recipe(str(missing))
 
 
 @pytest.mark.parametrize(
@@ -338,5 +340,5 @@ def test_groups_need_combine(tmp_path: Path) -> None:
 
 def test_empty_window_is_an_error(tmp_path: Path, good: str) -> None:
     touch(tmp_path / "raw", ["DY1801_EK60-D20180212-T000000.raw"])
-    with pytest.raises(Exception, match=r"nothing to process .*1 outside the window"):
+    with pytest.raises(InputNotFound, match=r"nothing to process .*1 outside the window"):
         make_plan(load_recipe(good))

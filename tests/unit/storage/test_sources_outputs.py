@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from echoflow import storage
-from echoflow.errors import InputNotFound, OutputError
+from echoflow.errors import InputNotFound, OutputBusy, OutputError
 
 
 def test_expand_globs_manifests_and_dedupes(tmp_path):
@@ -81,13 +81,20 @@ def test_markers_of_older_versions_are_not_trusted(tmp_path):
     assert storage.read_marker(str(out), {}) is None
 
 
-def test_writer_never_touches_a_live_writers_staging(tmp_path):
-    """Staging is per writer: a second writer's start leaves the first's partial alone."""
-    out = str(tmp_path / "f.zarr")
-    mine = storage.staging_path(out, tmp_path)
-    mine.mkdir()
-    other = storage.staging_path(out, tmp_path)
-    assert other != mine and mine.exists()
+def test_writer_never_touches_a_live_writers_staging(tmp_path, monkeypatch):
+    """Staging is per writer: a second writer's start leaves the first's partial alone (it
+    waits for the first's lock, and gives up when told to wait no longer)."""
+    out = str(tmp_path / "f.nc")
+    assert storage.staging_path(out, tmp_path) != storage.staging_path(out, tmp_path)
+    monkeypatch.setenv("ECHOFLOW_LOCK_WAIT_SECONDS", "0.5")
+    with storage.OutputWriter(out, {}, tmp_path) as first:
+        first.staged.write_bytes(b"partial")
+        with pytest.raises(OutputBusy):
+            with storage.OutputWriter(out, {}, tmp_path):
+                pass
+        assert first.staged.read_bytes() == b"partial"
+        first.commit({})
+    assert storage.read_marker(out, {})["bytes"] == len(b"partial")
 
 
 def test_stale_partials_are_cleared_under_the_lock(tmp_path):
