@@ -56,8 +56,31 @@ def staging_path(output: str, workdir: Path, writer: Optional[str] = None) -> Pa
     if is_remote(output):
         return workdir / partial
     folder = local_path(output).parent / STAGING_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / partial
+    staged = folder / partial
+    for _ in range(RESERVE_TRIES):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _reserve(staged)
+            return staged
+        except (FileNotFoundError, FileExistsError):
+            # Another writer's release removed the shared folder, empty for a moment,
+            # between our steps; our reservation keeps it once made.
+            continue
+    raise OutputError(
+        f"{folder}: could not create a staging folder here (removed {RESERVE_TRIES} times while creating it)"
+    )
+
+
+RESERVE_TRIES = 100
+
+
+def _reserve(staged: Path) -> None:
+    """Create the writer's staged path empty, so the shared staging folder is not empty
+    (and so not removed by another writer's release) while this writer stages."""
+    if staged.suffix == ".nc":
+        os.close(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    else:
+        staged.mkdir()
 
 
 def discard(path: Path) -> None:

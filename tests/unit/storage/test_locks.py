@@ -106,3 +106,29 @@ def test_writer_that_lost_its_lease_does_not_mark_complete(s3_options, private_b
             w.commit({})
         thief.release()
     assert storage.read_marker(out, s3_options) is None
+
+
+def test_staging_beside_outputs_whose_writers_release_keeps_working(tmp_path):
+    """Recipes stage before locking. Another output's writer, releasing its lock, removes
+    the shared staging folder when it looks empty; a writer staging at that moment must
+    still get its staged path, and keep it (it is reserved, so the folder is not empty)."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        lock = LocalLock(tmp_path / "other.zarr", "churn")
+        while not stop.is_set():
+            lock.acquire(5)
+            lock.release()
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(2000):
+            staged = storage.staging_path(str(tmp_path / f"out{i % 7}.zarr"), tmp_path)
+            assert staged.is_dir()  # reserved, so still there after any release
+            storage.discard(staged)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()

@@ -103,7 +103,7 @@ def test_stale_partials_are_cleared_under_the_lock(tmp_path):
     stale.mkdir(parents=True)
     with storage.OutputWriter(out, {}, tmp_path) as w:
         assert not stale.exists() and w.existing is None
-        w.staged.write_bytes(b"x")
+        (w.staged / "x").write_bytes(b"x")
         w.commit({})
     assert not (tmp_path / storage.STAGING_DIR).exists()
 
