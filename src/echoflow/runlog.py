@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from typing import Any, Optional
@@ -62,6 +63,10 @@ def libraries_to_run_log(load_echopype: bool = True) -> None:
     top.propagate = False  # not on to the root logger's terminal handlers either
 
 
+# How long the pipe stays quiet before the reader, told to close, takes it as drained.
+DRAIN_SECONDS = 0.05
+
+
 class LibraryOutput:
     """While a run lasts, what worker processes print (echopype's tau_effective notices,
     zarr's ZarrUserWarning...) goes to the run's log instead of the terminal.
@@ -81,13 +86,15 @@ class LibraryOutput:
         self.lines: list[tuple[float, str]] = []
         self._real = -1
         self._real_file: Any = None
+        self._closing = threading.Event()
+        self._drained = threading.Event()
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "LibraryOutput":
         LibraryOutput.active = self
         if not self.enabled:
             return self
         import atexit
-        import threading
 
         atexit.register(self.__exit__)  # a command that fails half-way still restores stderr
 
@@ -104,10 +111,37 @@ class LibraryOutput:
         return self
 
     def _read(self, fd: int) -> None:
-        with os.fdopen(fd, "r", errors="replace") as pipe:
-            for line in pipe:
-                if len(self.lines) < self.MAX_LINES and line.strip():
-                    self.lines.append((time.time(), line.rstrip()))
+        # EOF may never come: the workers' fork server keeps a copy of the pipe's write end
+        # for as long as this process lives. So once closing, a quiet pipe counts as
+        # drained; anything written after that goes to the terminal (nothing is lost).
+        import select
+
+        pending = b""
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while True:
+                ready, _, _ = select.select([pipe], [], [], DRAIN_SECONDS)
+                if not ready:
+                    if self._closing.is_set():
+                        self._drained.set()
+                    continue
+                chunk = pipe.read(65536)
+                if not chunk:
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self._keep(line)
+        self._keep(pending)
+        self._drained.set()
+
+    def _keep(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip()
+        if not line.strip():
+            return
+        with self._lock:
+            if self._drained.is_set():
+                os.write(2, (line + "\n").encode())
+            elif len(self.lines) < self.MAX_LINES:
+                self.lines.append((time.time(), line))
 
     def __exit__(self, *exc: Any) -> None:
         LibraryOutput.active = None
@@ -123,7 +157,10 @@ class LibraryOutput:
         for console in self.consoles:
             console.file = None  # type: ignore[assignment]  # rich: None means sys.stderr
         self._real_file.close()
-        self._reader.join(timeout=1.0)  # workers still exiting may hold the pipe a moment longer
+        self._closing.set()
+        self._drained.wait(timeout=5.0)  # a pipe never quiet: stop collecting anyway
+        with self._lock:
+            self._drained.set()
         if self.lines and not self._to_run_log():
             for _, line in self.lines:
                 sys.stderr.write(line + "\n")
