@@ -1,6 +1,6 @@
 """Batch conversion: plain echopype loop vs hand-written process pool vs `echoflow convert`.
 
-    python benchmarks/convert_bench.py [--files 24] [--format zarr]
+    python benchmarks/convert_bench.py [--files 24] [--format zarr] [--repeat 5] [--busy N]
 
 Every variant runs as a new process on the same copies of the EK60 sample and writes
 the same outputs; wall time and peak memory (summed over the process tree) are printed
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BIN, Run, ek60_copies, timed  # noqa: E402
+from common import BIN, TIMING_INTERVAL, Run, busy, ek60_copies, timed  # noqa: E402
 
 LOOP = """
 import sys, echopype as ep
@@ -64,6 +64,7 @@ def main() -> None:
         help="rounds of the timed variants, interleaved; the fastest round counts "
         "(other work on a shared machine only ever adds time)",
     )
+    ap.add_argument("--busy", type=int, default=0, help="processes spinning during the timed rounds (a busy machine)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="echoflow-bench-"))
     py = sys.executable
@@ -87,11 +88,12 @@ def main() -> None:
             "1 file: echoflow convert": lambda: [*ef, "-o", fresh(work / "e"), files[0]],
         }
         best: dict[str, Run] = {}
-        for _ in range(max(1, args.repeat)):
-            for name, cmd in variants.items():
-                r = timed(cmd(), env)
-                if name not in best or r.seconds < best[name].seconds or r.returncode:
-                    best[name] = r
+        with busy(args.busy):
+            for _ in range(max(1, args.repeat)):
+                for name, cmd in variants.items():
+                    r = timed(cmd(), env, interval=TIMING_INTERVAL)
+                    if name not in best or r.seconds < best[name].seconds or r.returncode:
+                        best[name] = r
         rows = list(best.items())
         loop, pool, flow = best["(a) echopype loop"], best["(b) process pool"], best["(c) echoflow convert"]
         one_plain, one_flow = best["1 file: echopype script"], best["1 file: echoflow convert"]
@@ -103,6 +105,7 @@ def main() -> None:
         print(
             f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of {Path(files[0]).name.split('-D')[0]} (EK60, 1.2 MB) -> {args.format}, "
             f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+            + (f"; busy: {args.busy} spinning processes during the rounds" if args.busy else "")
         )
         print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
         for name, r in rows:

@@ -1,7 +1,7 @@
 """Recipe open_raw → compute_Sv → compute_MVBS (20 m, 20 s): plain echopype script vs a
 hand-written process pool vs `echoflow run`.
 
-    python benchmarks/recipe_bench.py [--files 24] [--repeat 3]
+    python benchmarks/recipe_bench.py [--files 24] [--repeat 3] [--busy N]
 
 Every variant runs as a new process on the same copies of the EK60 sample and writes the
 same final products (one MVBS zarr per file): (a) a sequential echopype script, (b) a
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BIN, REPO, Run, ek60_copies, timed  # noqa: E402
+from common import BIN, REPO, TIMING_INTERVAL, Run, busy, ek60_copies, timed  # noqa: E402
 
 CHAIN = """
 def chain(f, out):
@@ -93,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the fastest counts")
+    ap.add_argument("--busy", type=int, default=0, help="processes spinning during the timed rounds (a busy machine)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="echoflow-recipe-bench-"))
     py, echoflow = sys.executable, str(BIN / "echoflow")
@@ -126,11 +127,12 @@ def main() -> None:
             "(d) echoflow run again": lambda: run("c", recipe(folders[args.files], c_out)),
         }
         best: dict[str, Run] = {}
-        for _ in range(max(1, args.repeat)):
-            for name, cmd in variants.items():
-                r = timed(cmd(), env)
-                if name not in best or r.seconds < best[name].seconds or r.returncode:
-                    best[name] = r
+        with busy(args.busy):
+            for _ in range(max(1, args.repeat)):
+                for name, cmd in variants.items():
+                    r = timed(cmd(), env, interval=TIMING_INTERVAL)
+                    if name not in best or r.seconds < best[name].seconds or r.returncode:
+                        best[name] = r
         out_bytes = tree_bytes(c_out, "*") - tree_bytes(c_out, "*.echoflow.json")
         m12 = timed(run("m12", recipe(folders[12], fresh(work / "m12"), cruise=True)), env)
         m48 = timed(run("m48", recipe(folders[48], fresh(work / "m48"), cruise=True)), env)
@@ -142,6 +144,7 @@ def main() -> None:
             f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample (1.2 MB); "
             f"open_raw → compute_Sv → compute_MVBS (20m, 20s); {os.cpu_count()} CPUs, "
             f"Python {sys.version.split()[0]}"
+            + (f"; busy: {args.busy} spinning processes during the rounds" if args.busy else "")
         )
         print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
         for name, r in rows:
