@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil
 
@@ -106,3 +106,35 @@ def busy(n: int) -> Iterator[None]:
         for p in spinners:
             p.kill()
             p.wait()
+
+
+def fastest(variants: dict[str, Callable[[], list[str]]], env: dict, repeat: int, spinning: int = 0) -> dict[str, Run]:
+    """Interleaved rounds of every variant; the fastest run of each counts (other work on a
+    shared machine only ever adds time), a failed one always shows."""
+    best: dict[str, Run] = {}
+    with busy(spinning):
+        for _ in range(max(1, repeat)):
+            for name, cmd in variants.items():
+                r = timed(cmd(), env, interval=TIMING_INTERVAL)
+                if name not in best or r.seconds < best[name].seconds or r.returncode:
+                    best[name] = r
+    return best
+
+
+Check = tuple[str, float, str, bool]  # name, value, target as shown, met
+
+
+def report(header: str, spinning: int, rows: list[tuple[str, Run]], checks: list[Check], *notes: str) -> None:
+    """The table of runs and ratios; exits non-zero when a variant failed."""
+    busy_note = f"; busy: {spinning} spinning processes during the rounds" if spinning else ""
+    print(f"\n{header}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}{busy_note}")
+    print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
+    for name, r in rows:
+        print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")
+    print(f"\n{'ratio':32} {'value':>7} {'target':>8}")
+    for name, value, target, ok in checks:
+        print(f"{name:32} {value:7.2f} {target:>8}  {'ok' if ok else 'MISSED'}")
+    for note in notes:
+        print(note)
+    if any(r.returncode for _, r in rows):
+        sys.exit("a variant failed; see stderr above")

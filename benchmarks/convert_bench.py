@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BIN, TIMING_INTERVAL, Run, busy, ek60_copies, timed  # noqa: E402
+from common import BIN, ek60_copies, fastest, report, timed  # noqa: E402
 
 LOOP = """
 import sys, echopype as ep
@@ -87,13 +87,7 @@ def main() -> None:
             "1 file: echopype script": lambda: [py, "-c", LOOP, args.format, fresh(work / "d"), files[0]],
             "1 file: echoflow convert": lambda: [*ef, "-o", fresh(work / "e"), files[0]],
         }
-        best: dict[str, Run] = {}
-        with busy(args.busy):
-            for _ in range(max(1, args.repeat)):
-                for name, cmd in variants.items():
-                    r = timed(cmd(), env, interval=TIMING_INTERVAL)
-                    if name not in best or r.seconds < best[name].seconds or r.returncode:
-                        best[name] = r
+        best = fastest(variants, env, args.repeat, args.busy)
         rows = list(best.items())
         loop, pool, flow = best["(a) echopype loop"], best["(b) process pool"], best["(c) echoflow convert"]
         one_plain, one_flow = best["1 file: echopype script"], best["1 file: echoflow convert"]
@@ -102,14 +96,6 @@ def main() -> None:
         rows += [("echoflow, 12 files", m12), ("echoflow, 48 files", m48)]
         timed([echoflow, "server", "stop"], env)
 
-        print(
-            f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of {Path(files[0]).name.split('-D')[0]} (EK60, 1.2 MB) -> {args.format}, "
-            f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
-            + (f"; busy: {args.busy} spinning processes during the rounds" if args.busy else "")
-        )
-        print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
-        for name, r in rows:
-            print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")
         checks = [
             ("speed-up of (c) over (a)", loop.seconds / flow.seconds, ">= 1.6", loop.seconds / flow.seconds >= 1.6),
             ("(c) / (b) wall time", flow.seconds / pool.seconds, "<= 1.15", flow.seconds / pool.seconds <= 1.15),
@@ -121,11 +107,8 @@ def main() -> None:
             ),
             ("peak memory 48 / 12 files", m48.peak_mb / m12.peak_mb, "<= 1.25", m48.peak_mb / m12.peak_mb <= 1.25),
         ]
-        print(f"\n{'ratio':32} {'value':>7} {'target':>8}")
-        for name, value, target, ok in checks:
-            print(f"{name:32} {value:7.2f} {target:>8}  {'ok' if ok else 'MISSED'}")
-        if any(r.returncode for _, r in rows):
-            sys.exit("a variant failed; see stderr above")
+        header = f"fastest of {args.repeat} interleaved rounds; {args.files} copies of {Path(files[0]).name.split('-D')[0]} (EK60, 1.2 MB) -> {args.format}"
+        report(header, args.busy, rows, checks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

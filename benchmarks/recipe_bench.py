@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BIN, REPO, TIMING_INTERVAL, Run, busy, ek60_copies, timed  # noqa: E402
+from common import BIN, REPO, ek60_copies, fastest, report, timed  # noqa: E402
 
 CHAIN = """
 def chain(f, out):
@@ -126,13 +126,7 @@ def main() -> None:
             "(c) echoflow run": lambda: run("c", recipe(folders[args.files], fresh(c_out))),
             "(d) echoflow run again": lambda: run("c", recipe(folders[args.files], c_out)),
         }
-        best: dict[str, Run] = {}
-        with busy(args.busy):
-            for _ in range(max(1, args.repeat)):
-                for name, cmd in variants.items():
-                    r = timed(cmd(), env, interval=TIMING_INTERVAL)
-                    if name not in best or r.seconds < best[name].seconds or r.returncode:
-                        best[name] = r
+        best = fastest(variants, env, args.repeat, args.busy)
         out_bytes = tree_bytes(c_out, "*") - tree_bytes(c_out, "*.echoflow.json")
         m12 = timed(run("m12", recipe(folders[12], fresh(work / "m12"), cruise=True)), env)
         m48 = timed(run("m48", recipe(folders[48], fresh(work / "m48"), cruise=True)), env)
@@ -140,27 +134,18 @@ def main() -> None:
         timed([echoflow, "server", "stop"], env)
 
         a, b, c, d = (best[k] for k in variants)
-        print(
-            f"\nfastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample (1.2 MB); "
-            f"open_raw → compute_Sv → compute_MVBS (20m, 20s); {os.cpu_count()} CPUs, "
-            f"Python {sys.version.split()[0]}"
-            + (f"; busy: {args.busy} spinning processes during the rounds" if args.busy else "")
-        )
-        print(f"{'variant':28} {'wall s':>8} {'peak MB':>9} {'exit':>5}")
-        for name, r in rows:
-            print(f"{name:28} {r.seconds:8.2f} {r.peak_mb:9.0f} {r.returncode:5d}")
         checks = [
             ("speed-up of (c) over (a)", a.seconds / c.seconds, ">= 1.6", a.seconds / c.seconds >= 1.6),
             ("(c) / (b) wall time", c.seconds / b.seconds, "<= 1.2", c.seconds / b.seconds <= 1.2),
             ("(d) re-run / (c)", d.seconds / c.seconds, "<= 0.1", d.seconds / c.seconds <= 0.1),
             ("peak memory 48 / 12 files", m48.peak_mb / m12.peak_mb, "<= 1.25", m48.peak_mb / m12.peak_mb <= 1.25),
         ]
-        print(f"\n{'ratio':32} {'value':>7} {'target':>8}")
-        for name, value, target, ok in checks:
-            print(f"{name:32} {value:7.2f} {target:>8}  {'ok' if ok else 'MISSED'}")
-        print(f"output bytes per raw byte (c): {out_bytes / raw_bytes:.4f} ({out_bytes} / {raw_bytes})")
-        if any(r.returncode for _, r in rows):
-            sys.exit("a variant failed; see stderr above")
+        header = (
+            f"fastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample (1.2 MB); "
+            "open_raw → compute_Sv → compute_MVBS (20m, 20s)"
+        )
+        ratio = f"output bytes per raw byte (c): {out_bytes / raw_bytes:.4f} ({out_bytes} / {raw_bytes})"
+        report(header, args.busy, rows, checks, ratio)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
