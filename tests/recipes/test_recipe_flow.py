@@ -242,6 +242,43 @@ def test_failed_file_is_isolated(ek60_batch: list[Path], tmp_path: Path) -> None
     assert "truncated" in state.message
 
 
+def test_files_share_task_runs_and_each_file_is_reported(tmp_path: Path) -> None:
+    """A task run covers a batch of files (each task run costs this process and the API CPU
+    the workers need); each file still has its result row and its log line, and a bad file
+    fails its own batch's task run, not the others' nor the other files of its batch."""
+    from prefect_api import flow_run_logs, task_runs
+    from util import ek60_copies
+
+    folder = tmp_path / "raw"
+    good = ek60_copies(folder, 4)
+    bad = folder / "DY1801_EK60-D20180211-T235900.raw"
+    bad.write_bytes(EK60_RAW.read_bytes()[: EK60_RAW.stat().st_size // 2])
+    out = tmp_path / "out"
+    state, result = run(PER_FILE.format(folder=folder, out=out, range_bin="20m"))
+    assert state.is_failed()
+    got = statuses(result)
+    assert got[("compute_MVBS", bad.stem)] == got[("compute_Sv", bad.stem)] == "failed"
+    for p in good:
+        assert got[("compute_MVBS", p.stem)] == got[("compute_Sv", p.stem)] == "computed"
+        assert read_marker(str(out / "compute_MVBS" / f"{p.stem}.zarr"), None)
+    assert not list(out.rglob(f"{bad.stem}*"))
+
+    run_id = state.state_details.flow_run_id
+    tasks = task_runs(run_id, expect=3)
+    # 5 files on 2 processes: batches of ceil(5 / 4) = 2 files
+    assert len(tasks) == 3, [t.name for t in tasks]
+    by_state = {t.name: t.state.type.value for t in tasks}
+    assert sorted(by_state.values()) == ["COMPLETED", "COMPLETED", "FAILED"], by_state
+    failed_task = next(n for n, s in by_state.items() if s == "FAILED")
+    assert failed_task == f"chain {bad.stem}", by_state  # the last file alone in its batch
+    first = next(n for n in by_state if good[0].stem in n)
+    assert first == f"chains {good[0].stem} … {good[1].stem} (2 files)"
+    logs = flow_run_logs(run_id)
+    for p in good:
+        assert any(m.startswith(f"{p.stem}: compute_Sv computed") for m in logs), logs
+    assert any(m.startswith(f"{bad.stem}: ") and "truncated" in m for m in logs), logs
+
+
 @pytest.mark.slow  # the AZFP chain; the EK60 chains stay fast
 def test_azfp_sv_and_mvbs_with_xml(tmp_path: Path) -> None:
     out = tmp_path / "out"

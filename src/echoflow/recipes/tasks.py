@@ -1,22 +1,31 @@
-"""The recipe's Prefect tasks: one per file chain, one per group output, on worker processes.
+"""The recipe's Prefect tasks: one per batch of file chains, one per group output.
 
 Tasks run on threads of the flow's process and hand the echopype work to the worker pool
 (`echoflow.workers`, the one `convert` uses), so this process never holds a file's data.
-Twice as many task threads as processes keep a file queued for every process.
+A task run covers a batch of files, not one: each task run costs the flow process and the
+API ~40 ms of CPU, taken from the same cores as the workers (a fifth of a small file's
+chain), and a cruise of thousands of files would fill the UI and the database with them.
+Each file is still reported: a log line per file, and the run's results table.
 """
 
 from __future__ import annotations
 
+import random
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import nullcontext
+from math import ceil
 from typing import Any, Callable, Iterator, TypeVar
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from echoflow import runtime
-from echoflow.errors import one_line
-from echoflow.flows.common import TASK_OPTIONS, run_logger
+from echoflow.errors import is_transient, one_line
+from echoflow.flows.common import RETRIES, RETRY_DELAYS, TASK_OPTIONS, run_logger
 from echoflow.recipes.chain import ChainResult, failed, run_chain
 from echoflow.recipes.plan import FileChain, Job
 from echoflow.recipes.reduce import run_reduce
@@ -24,6 +33,10 @@ from echoflow.recipes.stages import StageResult
 from echoflow.workers import Workers, available_cpus
 
 T = TypeVar("T")
+Todo = tuple[FileChain, list[str]]  # a chain and its outputs already complete
+
+FILES_PER_TASK = 20  # at most, so a task run's log stays readable
+BATCHES_IN_FLIGHT = 2  # one batch's files wait on the pool while the other's finish
 
 
 def on_worker(fn: Callable[..., T], *args: Any) -> T:
@@ -31,17 +44,73 @@ def on_worker(fn: Callable[..., T], *args: Any) -> T:
     return workers.run(fn, *args) if workers else fn(*args)
 
 
-@task(
-    name="File Chain",
-    task_run_name="chain {chain.item}",
-    **TASK_OPTIONS,
-)
-def chain_task(chain: FileChain, done: list[str]) -> ChainResult:
-    result = on_worker(run_chain, chain, done)
-    run_logger().info(
-        "%s: %s", chain.item, ", ".join(f"{r.stage} {r.status} ({r.seconds or 0:.1f} s)" for r in result.results)
-    )
-    return result
+def submit(fn: Callable[..., T], *args: Any) -> "Future[T]":
+    """`fn(*args)` on the run's worker pool, or here and now when there is none."""
+    workers = runtime.current().workers
+    if workers:
+        return workers.submit(fn, *args)
+    out: Future[T] = Future()
+    try:
+        out.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - delivered through the future
+        out.set_exception(exc)
+    return out
+
+
+def retry_delay(attempt: int) -> float:
+    return float(RETRY_DELAYS(RETRIES)[attempt]) * random.uniform(0.8, 1.2)  # as the tasks' retries
+
+
+def batch_label(todo: list[Todo]) -> str:
+    items = [c.item for c, _ in todo]
+    return f"chain {items[0]}" if len(items) == 1 else f"chains {items[0]} … {items[-1]} ({len(items)} files)"
+
+
+def run_batch(todo: list[Todo]) -> list[StageResult]:
+    """Every chain of the batch at once on the pool; a network or storage hiccup resubmits
+    that file (up to RETRIES times), any other failure marks its outputs failed."""
+    log = run_logger()
+    running = {submit(run_chain, c, d): (c, d, 0) for c, d in todo}
+    out: dict[str, list[StageResult]] = {}
+    while running:
+        finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for fut in finished:
+            chain, done, attempt = running.pop(fut)
+            try:
+                res: ChainResult = fut.result()
+            except Exception as exc:  # noqa: BLE001 - each file's failure is reported, not raised
+                if is_transient(exc) and attempt < RETRIES:
+                    delay = retry_delay(attempt)
+                    log.warning("%s: %s; retrying in %.0f s", chain.item, one_line(exc), delay)
+                    time.sleep(delay)
+                    running[submit(run_chain, chain, done)] = (chain, done, attempt + 1)
+                    continue
+                log.error("%s: %s", chain.item, one_line(exc))
+                out[chain.item] = [failed(j, one_line(exc)) for j in chain.jobs() if j.output not in done]
+                continue
+            log.info(
+                "%s: %s",
+                chain.item,
+                ", ".join(f"{r.stage} {r.status} ({r.seconds or 0:.1f} s)" for r in res.results),
+            )
+            out[chain.item] = res.results
+    return [r for c, _ in todo for r in out[c.item]]
+
+
+@task(name="File Chains", task_run_name="{label}", cache_policy=NO_CACHE)
+def chains_task(todo: list[Todo], label: str) -> State:
+    results = run_batch(todo)
+    bad = [r for r in results if r.status == "failed"]
+    message = f"{len(todo)} file(s): {len(results) - len(bad)} outputs written, {len(bad)} failed"
+    if bad:
+        return Failed(message=f"{message}; first error: {bad[0].error}", data=results)
+    return Completed(message=message, data=results)
+
+
+def batches(todo: list[Todo], workers: int) -> list[list[Todo]]:
+    """About two batches per process, at most FILES_PER_TASK files each."""
+    size = min(FILES_PER_TASK, max(1, ceil(len(todo) / (2 * workers))))
+    return [todo[i : i + size] for i in range(0, len(todo), size)]
 
 
 @task(
@@ -87,16 +156,35 @@ def _outcome(run: Any) -> Any:
         return exc
 
 
-def run_chains(todo: list[tuple[FileChain, list[str]]], workers: int) -> list[StageResult]:
+def run_chains(todo: list[Todo], workers: int) -> list[StageResult]:
+    if not todo:
+        return []
+    given = runtime.current().workers
+    if not given and (workers <= 1 or len(todo) <= 1):  # in this process: no pool start-up for one file
+        return batch_results(chains_task(todo, batch_label(todo), return_state=True), todo)
     out: list[StageResult] = []
-    calls = [{"chain": c, "done": d} for c, d in todo]
-    for i, res in submit_all(chain_task, calls, workers):
-        chain, done = todo[i]
-        if isinstance(res, BaseException):
-            out += [failed(j, one_line(res)) for j in chain.jobs() if j.output not in done]
-        else:
-            out += res.results
+    with (
+        nullcontext(given) if given else Workers(workers) as pool,
+        runtime.entered(workers=pool),
+        ThreadPoolTaskRunner[Any](max_workers=BATCHES_IN_FLIGHT) as runner,
+    ):
+        parts = batches(todo, max(workers, pool.count))
+        futures: dict[Any, list[Todo]] = {
+            runner.submit(chains_task, {"todo": b, "label": batch_label(b)}): b for b in parts
+        }
+        for fut in as_completed(list(futures)):
+            fut.wait()  # holds the final state from here on (`state` alone may ask the API, which may lag)
+            out += batch_results(fut.state, futures[fut])
     return out
+
+
+def batch_results(state: State, batch: list[Todo]) -> list[StageResult]:
+    res = state.result(raise_on_failure=False) if state.is_final() else None
+    if isinstance(res, list):
+        return res
+    # the task itself broke, not a file (e.g. the run was cancelled): its files' outputs failed
+    why = one_line(res) if isinstance(res, BaseException) else f"task ended {state.type.value}"
+    return [failed(j, why) for c, d in batch for j in c.jobs() if j.output not in d]
 
 
 def run_reduces(jobs: list[Job], workers: int) -> list[StageResult]:
