@@ -95,7 +95,25 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _warm(parent: int, env: dict[str, str], cwd: str) -> None:
+class StderrOf:
+    """The owner's stderr (fd 2) as it is when a worker starts, sent to the worker as its
+    own copy: a forked worker would otherwise inherit the fork server's, which may predate
+    the owner's capture of library output (see runlog.LibraryOutput)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing.reduction import DupFd  # valid only while a process is spawned
+
+        return (_received_fd, (DupFd(2),))
+
+
+def _received_fd(dup: Any) -> int:
+    return int(dup.detach())
+
+
+def _warm(parent: int, env: dict[str, str], cwd: str, stderr: Any = None) -> None:
+    if isinstance(stderr, int) and stderr != 2:
+        os.dup2(stderr, 2)
+        os.close(stderr)
     # A forked worker starts with the fork server's environment and folder, from when the
     # server started; give it its owner's, as a spawned one would have.
     if os.environ != env:
@@ -118,6 +136,49 @@ def _warm(parent: int, env: dict[str, str], cwd: str) -> None:
     gc.freeze()
 
 
+def start_server() -> None:
+    """Start the fork server now, before the command has read its input: its echopype
+    import (~1.7 s) is the longest step before the first file, and this way it overlaps all
+    the others. The caller calls `stop_unused_server` at exit, so that the import is not
+    left running for nothing when no pool used it (e.g. a re-run over complete outputs):
+    it would also hold the caller's stderr open. Linux only."""
+    if sys.platform != "linux":
+        return
+    from multiprocessing import forkserver
+
+    _context()
+    # The server and multiprocessing's resource tracker (started with it) would keep this
+    # terminal as their stderr, before the run captures library output: the tracker's notice
+    # about the pool's semaphores at exit would land there. Workers get the owner's stderr
+    # of their time (StderrOf); the server's own failures show as the pool's.
+    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(quiet, 2)
+        forkserver.ensure_running()
+    except OSError:
+        pass  # the pool will try again, and report what fails
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
+
+
+_pools_made = 0
+
+
+def stop_unused_server() -> None:
+    if _pools_made or sys.platform != "linux":
+        return
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)  # no public accessor
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
 def _context() -> multiprocessing.context.BaseContext:
     if sys.platform != "linux":  # fork after importing echopype's libraries is unsafe on macOS
         return multiprocessing.get_context("spawn")
@@ -136,28 +197,54 @@ class Workers:
     def _get(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
+                global _pools_made
+                _pools_made += 1
                 self._pool = ProcessPoolExecutor(
                     self.count,
                     mp_context=_context(),
                     initializer=_warm,
-                    initargs=(os.getpid(), dict(os.environ), os.getcwd()),
+                    initargs=(os.getpid(), dict(os.environ), os.getcwd(), StderrOf()),
                 )
                 for _ in range(self.count):  # start every worker now, not on first use
                     self._pool.submit(int)
             return self._pool
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.submit(fn, *args).result()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+        """`fn(*args)` on a worker. A worker that died fails the future with a transient
+        error, after which the next submit starts a new pool."""
         pool = self._get()
+        out: Future[T] = Future()
         try:
-            # submit() itself raises when another thread's file already broke the pool
-            future: Future = pool.submit(_call, fn, *args)
-            return future.result()
+            # submit() itself raises when another file already broke the pool
+            inner = pool.submit(_call, fn, *args)
         except BrokenProcessPool:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise TransientIOError("a worker process died during the conversion (out of memory?)") from None
+            out.set_exception(self._broken(pool))
+            return out
+
+        def settle(f: Future) -> None:
+            if f.cancelled():
+                out.set_exception(FileCancelled("not started: the worker pool was stopped"))
+            elif isinstance(f.exception(), BrokenProcessPool):
+                out.set_exception(self._broken(pool))
+            elif f.exception() is not None:
+                out.set_exception(f.exception())
+            else:
+                out.set_result(f.result())
+
+        inner.add_done_callback(settle)
+        return out
+
+    def _broken(self, pool: ProcessPoolExecutor) -> TransientIOError:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        # Not on this thread: it may be the executor's own, inside its broken-pool handling.
+        stop = threading.Thread(target=pool.shutdown, kwargs={"wait": False, "cancel_futures": True}, daemon=True)
+        stop.start()
+        return TransientIOError("a worker process died during the conversion (out of memory?)")
 
     def abort(self, kill_after: float = 5.0) -> None:
         """Ask every worker to abort its file (SIGTERM: the file unwinds and cleans up), and
