@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import subprocess
 import time
@@ -207,3 +208,40 @@ def test_local_api_stopped_mid_run_still_prints_the_summary(tmp_path):
         assert code == 0 and "could not be written" in stderr and "4 converted" in stdout
     else:
         assert code != 0 and "lost the Prefect API" in stderr
+
+
+def _echoflow_processes(home: str) -> list[psutil.Process]:
+    """Live multiprocessing processes (fork server, workers, resource tracker) of one home."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "environ", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE or "multiprocessing" not in " ".join(p.info["cmdline"] or []):
+            continue
+        if (p.info["environ"] or {}).get("ECHOFLOW_HOME") == home:
+            out.append(p)
+    return out
+
+
+def test_a_command_with_nothing_to_do_leaves_no_process_behind(prefect_server, tmp_path):
+    """`run` and `convert` start the workers' fork server before reading their input (its
+    echopype import is the long pole); a command that then needs no worker stops it on
+    exit, so nothing goes on importing for nothing or holds the caller's stderr."""
+    ek60_copies(tmp_path / "raw", 1)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: n\nsource: {{url: {tmp_path / 'raw'}}}\nsonar_model: EK60\nquicklook: {{enabled: false}}\n"
+        f"output: {{prefix: {tmp_path / 'out'}}}\nstages: [open_raw]\n"
+    )
+    env = {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home")}
+    first = start_cli(["run", str(recipe)], env)
+    assert first.wait(300) == 0, first.stderr.read()
+    raws = str(tmp_path / "raw" / "*.raw")
+    for args in (["run", str(recipe)], ["convert", raws, "-m", "EK60", "-o", str(tmp_path / "out"), "-f", "zarr"]):
+        proc = start_cli(args, env)
+        assert proc.wait(120) == 0, proc.stderr.read()
+        # stderr reaches its end once the command has exited: no process still holds it
+        assert select.select([proc.stderr], [], [], 1.0)[0], f"{args[0]}: stderr still held after exit"
+        deadline = time.monotonic() + 0.5  # processes that were told to go, going
+        while _echoflow_processes(env["ECHOFLOW_HOME"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = _echoflow_processes(env["ECHOFLOW_HOME"])
+        assert left == [], f"{args[0]}: left behind {[' '.join(p.cmdline())[:80] for p in left]}"
