@@ -62,6 +62,24 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*") if ".echoflow-staging" in p.parts or ".partial-" in p.name)
 
 
+def pool_workers(cli: subprocess.Popen, expect: int, timeout: float = 120) -> list[Any]:
+    """The CLI's worker processes (psutil), once `expect` of them run. They are forked by
+    the fork server, so they are the CLI's grandchildren; its children are the server and
+    multiprocessing's resource tracker, which killing would test nothing."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and cli.poll() is None:
+        kids = [c for c in psutil.Process(cli.pid).children(recursive=True) if c.ppid() != cli.pid]
+        workers = [c for c in kids if "multiprocessing" in " ".join(c.cmdline())]
+        if len(workers) >= expect:
+            return workers
+        time.sleep(0.05)
+    raise AssertionError("the CLI never started its worker processes")
+
+
 def wait_until_writing(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     """Until a conversion under `out` has a partial output staged (the moment to interrupt)."""
     import time

@@ -16,7 +16,7 @@ from echoflow import __version__, integrity, storage
 from echoflow._echopype import load
 from echoflow.errors import EchoflowError, RawFileError, one_line
 from echoflow.params import EXTENSIONS, ConvertRequest
-from echoflow.report import FileResult
+from echoflow.report import FileResult, Status
 
 if TYPE_CHECKING:
     from echopype.echodata import EchoData
@@ -86,7 +86,9 @@ def _name_true_sources(ds: Any, fetched: dict[Optional[str], Optional[str]]) -> 
         ds[name] = ds[name].copy(data=values)
 
 
-def save(ed: "EchoData", req: ConvertRequest, writer: storage.OutputWriter) -> tuple[str, int]:
+def save(
+    ed: "EchoData", req: ConvertRequest, writer: storage.OutputWriter, run_id: Optional[str] = None
+) -> tuple[str, int]:
     """Write the converted data to the writer's staging path and commit it; (output, bytes)."""
     output = writer.output
     try:
@@ -105,6 +107,7 @@ def save(ed: "EchoData", req: ConvertRequest, writer: storage.OutputWriter) -> t
         **{k.removeprefix("echoflow_"): v for k, v in ed["Provenance"].attrs.items() if k.startswith("echoflow_")},
         "output": storage.public_url(output),
         "output_type": req.output_type,
+        **({"run": run_id} if run_id else {}),
     }
     marker = writer.commit(record)
     return output, marker["bytes"]
@@ -117,18 +120,22 @@ def existing(req: ConvertRequest) -> Optional[dict[str, Any]]:
     return storage.read_marker(resolve_output(req), req.output_storage_options)
 
 
-def convert_file(req: ConvertRequest, on_wait: Optional[Callable[[str], None]] = None) -> FileResult:
+def convert_file(
+    req: ConvertRequest, on_wait: Optional[Callable[[str], None]] = None, run_id: Optional[str] = None
+) -> FileResult:
     """Convert one file end to end as the output's only writer; errors are raised, not
     swallowed (the caller records them). A complete output is skipped; one that another
-    writer is producing is waited for, then skipped when that writer completed it."""
+    writer is producing is waited for, then skipped when that writer completed it.
+    `run_id`, recorded in the marker, lets a retry whose earlier attempt committed the
+    output before its worker died report it converted, not "already complete"."""
     start = time.perf_counter()
     source = storage.public_url(req.raw_file)
     output = resolve_output(req)
 
-    def skipped(record: dict[str, Any], note: Optional[str] = None) -> FileResult:
+    def skipped(record: dict[str, Any], note: Optional[str] = None, status: Status = "skipped") -> FileResult:
         return FileResult(
             source=source,
-            status="skipped",
+            status=status,
             output=storage.public_url(output),
             bytes=record.get("bytes"),
             seconds=round(time.perf_counter() - start, 3),
@@ -137,6 +144,10 @@ def convert_file(req: ConvertRequest, on_wait: Optional[Callable[[str], None]] =
 
     storage.check_output_name(output)
     done = existing(req)
+    if done is not None and run_id and done.get("run") == run_id:
+        return skipped(
+            done, "committed by an earlier attempt of this run, which did not live to report it", "converted"
+        )
     if done is not None:
         return skipped(done)
     with (
@@ -147,7 +158,7 @@ def convert_file(req: ConvertRequest, on_wait: Optional[Callable[[str], None]] =
             return skipped(writer.existing, f"completed meanwhile by {writer.waited_for or 'another writer'}")
         ed = open_raw(req, workdir)
         try:
-            output, nbytes = save(ed, req, writer)
+            output, nbytes = save(ed, req, writer, run_id)
         finally:
             del ed
             gc.collect()  # EchoData holds large arrays; free them before the next file

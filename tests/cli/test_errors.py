@@ -3,6 +3,7 @@ ones retried, nothing left half-written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -106,8 +107,7 @@ def test_unreachable_endpoint_fails_in_bounded_time_with_the_budget(run_cli, tmp
 
 @pytest.mark.slow  # kills a worker process mid-file, then waits for the retry
 def test_killed_worker_mid_file_is_retried_and_converted(prefect_server, tmp_path):
-    import psutil
-    from reliability_util import assert_equals_reference, reference, start_cli, wait_until_writing
+    from reliability_util import assert_equals_reference, pool_workers, reference, start_cli, wait_until_writing
     from util import ek60_copies
 
     raws = ek60_copies(tmp_path / "raw", 4)
@@ -117,11 +117,45 @@ def test_killed_worker_mid_file_is_retried_and_converted(prefect_server, tmp_pat
         {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home")},
     )
     wait_until_writing(out, proc)
-    workers = [c for c in psutil.Process(proc.pid).children() if "multiprocessing" in " ".join(c.cmdline())]
-    workers[0].kill()  # what an out-of-memory kill looks like
+    worker = pool_workers(proc, 2)[0]
+    worker.kill()  # what an out-of-memory kill looks like
+    assert worker.wait(5) is not None or not worker.is_running()
     assert proc.wait(300) == 0, proc.stderr.read()
     assert "4 converted" in proc.stdout.read()
     ref = reference(EK60_RAW, tmp_path, "zarr")
     for r in raws:
         assert_equals_reference(str(out / f"{r.stem}.zarr"), ref)
     assert leftovers(out) == []
+
+
+@pytest.mark.slow  # kills a worker process during a recipe, then waits for the retry
+def test_killed_worker_during_a_recipe_is_retried_and_every_file_completes(prefect_server, tmp_path):
+    """A worker dies (as an out-of-memory kill does) while its batch of chains runs: the
+    pool is rebuilt and the files it took down are resubmitted, not failed."""
+    from reliability_util import pool_workers, start_cli
+    from util import ek60_copies
+
+    raws = ek60_copies(tmp_path / "raw", 8)
+    out = tmp_path / "out"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: k\nsource: {{url: {tmp_path / 'raw'}}}\nsonar_model: EK60\nconcurrency: 2\n"
+        f"quicklook: {{enabled: false}}\noutput: {{prefix: {out}}}\n"
+        "stages: [open_raw, compute_Sv, {compute_MVBS: {range_bin: 20m, ping_time_bin: 20s}}]\n"
+    )
+    proc = start_cli(
+        ["run", str(recipe), "--json"],
+        {"PREFECT_API_URL": prefect_server, "ECHOFLOW_HOME": str(tmp_path / "home")},
+    )
+    worker = pool_workers(proc, 2)[0]
+    deadline = time.monotonic() + 120
+    while not list(out.glob("compute_MVBS/*.echoflow.json")):  # chains are running: some done, most not
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    worker.kill()
+    assert proc.wait(300) == 0, proc.stderr.read()
+    rows = json.loads(proc.stdout.read())["results"]
+    assert sorted((r["item"], r["status"]) for r in rows) == [(r.stem, "computed") for r in raws]
+    for r in raws:
+        assert storage.read_marker(str(out / "compute_MVBS" / f"{r.stem}.zarr"), None)
+    assert leftovers(out / "compute_MVBS") == []

@@ -39,8 +39,12 @@ def convert_file(req: ConvertRequest, stop: Optional[Stop] = None) -> FileResult
     if stop is not None and stop.is_set():
         raise FileCancelled(f"not started: the run was stopped ({stop.name}); run again to convert it")
     workers = runtime.current().workers
+    ctx = FlowRunContext.get()
+    run_id = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
     try:
-        result = workers.run(convert.convert_file, req) if workers else convert.convert_file(req)
+        result = (
+            workers.run(convert.convert_file, req, None, run_id) if workers else convert.convert_file(req, None, run_id)
+        )
     except TransientIOError:
         if stop is not None and stop.is_set():  # its worker was stopped, not a hiccup to retry
             raise FileCancelled(

@@ -9,6 +9,7 @@ import json
 import os
 import posixpath
 import shutil
+import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -156,16 +157,17 @@ class OutputWriter:
         return self
 
     def _clear_stale(self) -> None:
-        """Partials of this output left by writers that died: we hold the lock, so no live
-        writer owns any of them."""
-        if is_remote(self.output) or self.given is not None:
-            # Remote staging lives in each writer's own scratch dir; a caller that staged
-            # before locking (commit()) may race others that did the same, whose partials
-            # are live.
-            return
+        """Partials of this output left by writers that died. Holding the lock, no live
+        writer that locks first owns any; a caller that staged before locking (commit()) may
+        race others that did the same, so then only partials of writers known dead go:
+        those of this host whose process is gone (e.g. a worker killed for memory)."""
+        if is_remote(self.output):
+            return  # remote staging lives in each writer's own scratch dir
         target = local_path(self.output)
-        for stale in (target.parent / STAGING_DIR).glob(f"{short_key(target.name)}{PARTIAL}*"):
-            if stale != self.given:
+        prefix = f"{short_key(target.name)}{PARTIAL}"
+        for stale in (target.parent / STAGING_DIR).glob(f"{prefix}*"):
+            writer = stale.name[len(prefix) :].removesuffix(target.suffix)
+            if stale != self.given and (self.given is None or _died_here(writer)):
                 discard(stale)
 
     def commit(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -236,6 +238,20 @@ class OutputWriter:
         if self.staged != Path():
             discard(self.staged)
         self._release()
+
+
+def _died_here(writer: str) -> bool:
+    """Whether a writer id (see new_writer_id) names a process of this host that is gone."""
+    parts = writer.rsplit("-", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass  # alive, another user's
+    return False
 
 
 def _committed_after(record: dict[str, Any], t: float) -> bool:

@@ -132,3 +132,25 @@ def test_staging_beside_outputs_whose_writers_release_keeps_working(tmp_path):
         stop.set()
         for t in threads:
             t.join()
+
+
+def test_staging_first_commit_sweeps_partials_of_dead_writers_only(tmp_path):
+    """Recipes stage before locking, so their commit cannot sweep every other partial of
+    the output (another chain may be staging it right now); it removes those of writers of
+    this host whose process is gone (a worker killed for memory), and keeps the live ones."""
+    import socket
+
+    out = str(tmp_path / "x.zarr")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = storage.staging_path(out, tmp_path, writer=f"{host}-{dead.pid}-deadbeef")
+    (stale / "zarr.json").write_text("{}")
+    live = storage.staging_path(out, tmp_path, writer=f"{host}-{os.getppid()}-0a0a0a0a")  # alive, not us
+    elsewhere = storage.staging_path(out, tmp_path, writer=f"other-host-{dead.pid}-0b0b0b0b")
+    ours = storage.staging_path(out, tmp_path)
+    (ours / "zarr.json").write_text("{}")
+    storage.commit(ours, out, None, {"stage": "test"})
+    assert storage.read_marker(out, None)
+    assert not stale.exists(), "a dead writer's partial was left"
+    assert live.exists() and elsewhere.exists(), "a partial that may be live was removed"
