@@ -6,9 +6,12 @@ The API is one per process (Prefect reads its settings from the process environm
 it (`entered`); tasks on Prefect's threads see them because Prefect copies the context.
 
 Start-up order, and why (the CLI follows it; a script calling a flow gets 3 and 4):
+0. `convert`, `run`, `watch`: start the workers' fork server (`workers.start_server`)
+   before anything else; its echopype import (~1.7 s) is the longest step before the first
+   file. A command that then needs no worker stops it at exit.
 1. Check the input without importing Prefect or echopype: bad input fails in ~0.1 s.
-2. Start the worker pool (`workers.Workers`): its fork server imports echopype on one core
-   while this process imports Prefect on the other.
+2. Start the worker pool (`workers.Workers`): its workers fork from the server once its
+   import is done, while this process imports Prefect on the other core.
 3. `home.connect()` sets PREFECT_API_URL (and PREFECT_HOME) before Prefect reads its
    settings, and makes Prefect re-read them if it was imported earlier.
 4. Run the flow inside `entered(workers=..., listeners=...)`.
