@@ -55,6 +55,20 @@ def new_writer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def writer_gone(writer: str) -> bool:
+    """Whether a writer id names a process of this host that no longer exists."""
+    parts = writer.rsplit("-", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass  # alive, another user's
+    return False
+
+
 OnWait = Callable[[str], None]
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import posixpath
 import shutil
-import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 from echoflow.errors import InputNotFound, OutputBusy, OutputError, ParameterError
 from echoflow.storage.location import filesystem, io_error, is_remote, local_path, public_url
-from echoflow.storage.locks import STAGING_DIR, LocalLock, S3Lease, new_writer_id, short_key, wait_seconds
+from echoflow.storage.locks import STAGING_DIR, LocalLock, S3Lease, new_writer_id, short_key, wait_seconds, writer_gone
 from echoflow.storage.markers import MARKER_SUFFIX, check_output_name, manifest_of, marker_url, read_marker
 
 PARTIAL = ".partial-"
@@ -167,7 +166,7 @@ class OutputWriter:
         prefix = f"{short_key(target.name)}{PARTIAL}"
         for stale in (target.parent / STAGING_DIR).glob(f"{prefix}*"):
             writer = stale.name[len(prefix) :].removesuffix(target.suffix)
-            if stale != self.given and (self.given is None or _died_here(writer)):
+            if stale != self.given and (self.given is None or writer_gone(writer)):
                 discard(stale)
 
     def commit(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -238,20 +237,6 @@ class OutputWriter:
         if self.staged != Path():
             discard(self.staged)
         self._release()
-
-
-def _died_here(writer: str) -> bool:
-    """Whether a writer id (see new_writer_id) names a process of this host that is gone."""
-    parts = writer.rsplit("-", 2)
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        pass  # alive, another user's
-    return False
 
 
 def _committed_after(record: dict[str, Any], t: float) -> bool:
