@@ -132,7 +132,7 @@ def convert_file(
     source = storage.public_url(req.raw_file)
     output = resolve_output(req)
 
-    def skipped(record: dict[str, Any], note: Optional[str] = None, status: Status = "skipped") -> FileResult:
+    def from_record(record: dict[str, Any], note: Optional[str] = None, status: Status = "skipped") -> FileResult:
         return FileResult(
             source=source,
             status=status,
@@ -145,17 +145,17 @@ def convert_file(
     storage.check_output_name(output)
     done = existing(req)
     if done is not None and run_id and done.get("run") == run_id:
-        return skipped(
+        return from_record(
             done, "committed by an earlier attempt of this run, which did not live to report it", "converted"
         )
     if done is not None:
-        return skipped(done)
+        return from_record(done)
     with (
         storage.scratch_dir() as workdir,
         storage.OutputWriter(output, req.output_storage_options, workdir, req.overwrite, on_wait) as writer,
     ):
         if writer.existing is not None:
-            return skipped(writer.existing, f"completed meanwhile by {writer.waited_for or 'another writer'}")
+            return from_record(writer.existing, f"completed meanwhile by {writer.waited_for or 'another writer'}")
         ed = open_raw(req, workdir)
         try:
             output, nbytes = save(ed, req, writer, run_id)

@@ -111,9 +111,10 @@ class LibraryOutput:
         return self
 
     def _read(self, fd: int) -> None:
-        # EOF may never come: the workers' fork server keeps a copy of the pipe's write end
-        # for as long as this process lives. So once closing, a quiet pipe counts as
-        # drained; anything written after that goes to the terminal (nothing is lost).
+        # EOF may come late or never: workers still exiting hold the pipe's write end, and
+        # so does a fork server started after the capture began, for as long as this
+        # process lives. So once closing, a quiet pipe counts as drained; anything written
+        # after that goes to the terminal (nothing is lost).
         import select
 
         pending = b""

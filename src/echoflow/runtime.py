@@ -19,16 +19,18 @@ Start-up order, and why (the CLI follows it; a script calling a flow gets 3 and 
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from pydantic import BaseModel
 
 from echoflow.workers import Workers
 
 Listener = Callable[[str, Any], None]
+T = TypeVar("T")
 
 
 class Api(BaseModel):
@@ -57,6 +59,21 @@ class Runtime:
         """Progress: ('total', n) once the files are known, then ('file', result) per file."""
         for fn in self.listeners:
             fn(kind, value)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the run's worker pool, or in this process when there is none."""
+        return self.workers.run(fn, *args) if self.workers else fn(*args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+        """As `run`, without waiting: without a pool the call is made now."""
+        if self.workers:
+            return self.workers.submit(fn, *args)
+        out: Future[T] = Future()
+        try:
+            out.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - delivered through the future
+            out.set_exception(exc)
+        return out
 
 
 _api: Optional[Api] = None

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from reliability_util import EXE, assert_equals_reference, leftovers, reference, start_cli, wait_until_writing
+from reliability_util import (
+    EXE,
+    assert_equals_reference,
+    leftovers,
+    pool_workers,
+    reference,
+    start_cli,
+    wait_until_writing,
+)
 from samples import EK60_RAW
 from util import ek60_copies
 
@@ -79,18 +87,12 @@ def test_concurrent_writers_on_s3(prefect_server, s3_env, s3_options, private_bu
     assert not [k for k in fs.find(root) if k.endswith(storage.LOCK_SUFFIX)]  # every lease released
 
 
-def _workers_of(proc: subprocess.Popen, expect: int, timeout: float = 120) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # The workers are forked from a fork server, a child of the CLI like the resource
-        # tracker: all of them must go with the CLI.
-        kids = [
-            c for c in psutil.Process(proc.pid).children(recursive=True) if "multiprocessing" in " ".join(c.cmdline())
-        ]
-        if len([k for k in kids if k.ppid() != proc.pid]) >= expect:
-            return [k.pid for k in kids]
-        time.sleep(0.2)
-    raise AssertionError("the CLI never started its worker processes")
+def _workers_of(proc: subprocess.Popen, expect: int) -> list[int]:
+    """The workers, and the fork server and resource tracker (the CLI's own children): all
+    of them must go with the CLI."""
+    pool_workers(proc, expect)
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    return [k.pid for k in kids if "multiprocessing" in " ".join(k.cmdline())]
 
 
 def _alive(pids: list[int]) -> list[int]:

@@ -15,6 +15,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.futures import wait
+from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -38,13 +39,9 @@ def convert_file(req: ConvertRequest, stop: Optional[Stop] = None) -> FileResult
     log = run_logger()
     if stop is not None and stop.is_set():
         raise FileCancelled(f"not started: the run was stopped ({stop.name}); run again to convert it")
-    workers = runtime.current().workers
-    ctx = FlowRunContext.get()
-    run_id = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
+    run_id = flow_run.get_id()  # recorded in the marker: a retry then knows this run's own output
     try:
-        result = (
-            workers.run(convert.convert_file, req, None, run_id) if workers else convert.convert_file(req, None, run_id)
-        )
+        result = runtime.current().run(convert.convert_file, req, None, run_id)
     except TransientIOError:
         if stop is not None and stop.is_set():  # its worker was stopped, not a hiccup to retry
             raise FileCancelled(

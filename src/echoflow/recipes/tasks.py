@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import random
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import nullcontext
 from math import ceil
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -32,29 +32,10 @@ from echoflow.recipes.reduce import run_reduce
 from echoflow.recipes.stages import StageResult
 from echoflow.workers import Workers, available_cpus
 
-T = TypeVar("T")
 Todo = tuple[FileChain, list[str]]  # a chain and its outputs already complete
 
 FILES_PER_TASK = 20  # at most, so a task run's log stays readable
 BATCHES_IN_FLIGHT = 2  # one batch's files wait on the pool while the other's finish
-
-
-def on_worker(fn: Callable[..., T], *args: Any) -> T:
-    workers = runtime.current().workers
-    return workers.run(fn, *args) if workers else fn(*args)
-
-
-def submit(fn: Callable[..., T], *args: Any) -> "Future[T]":
-    """`fn(*args)` on the run's worker pool, or here and now when there is none."""
-    workers = runtime.current().workers
-    if workers:
-        return workers.submit(fn, *args)
-    out: Future[T] = Future()
-    try:
-        out.set_result(fn(*args))
-    except Exception as exc:  # noqa: BLE001 - delivered through the future
-        out.set_exception(exc)
-    return out
 
 
 def retry_delay(attempt: int) -> float:
@@ -70,7 +51,8 @@ def run_batch(todo: list[Todo]) -> list[StageResult]:
     """Every chain of the batch at once on the pool; a network or storage hiccup resubmits
     that file (up to RETRIES times), any other failure marks its outputs failed."""
     log = run_logger()
-    running = {submit(run_chain, c, d): (c, d, 0) for c, d in todo}
+    rt = runtime.current()
+    running = {rt.submit(run_chain, c, d): (c, d, 0) for c, d in todo}
     out: dict[str, list[StageResult]] = {}
     while running:
         finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -83,7 +65,7 @@ def run_batch(todo: list[Todo]) -> list[StageResult]:
                     delay = retry_delay(attempt)
                     log.warning("%s: %s; retrying in %.0f s", chain.item, one_line(exc), delay)
                     time.sleep(delay)
-                    running[submit(run_chain, chain, done)] = (chain, done, attempt + 1)
+                    running[rt.submit(run_chain, chain, done)] = (chain, done, attempt + 1)
                     continue
                 log.error("%s: %s", chain.item, one_line(exc))
                 out[chain.item] = [failed(j, one_line(exc)) for j in chain.jobs() if j.output not in done]
@@ -119,7 +101,7 @@ def batches(todo: list[Todo], workers: int) -> list[list[Todo]]:
     **TASK_OPTIONS,
 )
 def reduce_task(job: Job) -> StageResult:
-    result = on_worker(run_reduce, job)
+    result = runtime.current().run(run_reduce, job)
     run_logger().info(
         "%s %s: %d files -> %s (%.1f s)", job.stage, job.item, len(job.inputs), result.output, result.seconds or 0
     )
