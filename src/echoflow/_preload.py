@@ -15,8 +15,10 @@ gc.disable()
 import echoflow.convert  # noqa: E402,F401 - after the two lines above; what workers run
 import echoflow.recipes.chain  # noqa: E402,F401
 import echoflow.recipes.reduce  # noqa: E402,F401
+from echoflow._deferred import deferring  # noqa: E402
 from echoflow._echopype import load  # noqa: E402
 
-load()
+with deferring():  # what EK60/AZFP chains never use loads in the worker that first does
+    load()
 gc.freeze()  # out of every later collection: workers collect after each file
 gc.enable()

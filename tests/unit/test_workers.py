@@ -76,6 +76,34 @@ def test_workers_start_warm_without_importing_echopype_each():
     assert max(spent) < 0.5, spent
 
 
+def deferred_then_used() -> tuple:
+    import sys
+
+    from echoflow._deferred import DEFERRED
+
+    def kinds() -> list[str]:
+        return [type(sys.modules.get(n)).__name__ for n in DEFERRED]
+
+    before = kinds()
+    import echopype
+    import scipy.signal
+
+    computed = scipy.signal.convolve2d([[1.0, 2.0]], [[3.0]]).tolist()
+    assert callable(echopype.mask.apply_mask) and callable(echopype.clean.remove_background_noise)
+    return before, computed, kinds()
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="workers are forked from a warm server on Linux only")
+def test_modules_a_chain_rarely_needs_load_in_the_worker_that_first_uses_them():
+    """scipy.signal, echopype.mask and echopype.clean are a quarter of echopype's import;
+    the fork server leaves them for first use, and using them then works as usual."""
+    with Workers(1) as workers:
+        before, computed, after = workers.run(deferred_then_used)
+    assert before == ["_LazyModule"] * 3, before  # not loaded by the server's import
+    assert computed == [[3.0, 6.0]]
+    assert after == ["module"] * 3, after
+
+
 def env_and_folder() -> tuple:
     return os.environ.get("ECHOFLOW_TEST_MARK"), os.getcwd()
 
