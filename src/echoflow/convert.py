@@ -42,8 +42,10 @@ def provenance(req: ConvertRequest) -> dict[str, Any]:
     }
 
 
-def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
-    """Fetch the raw (and XML) file, check its structure, parse it with echopype."""
+def open_raw(req: ConvertRequest, workdir: Path, stamp: bool = True) -> "EchoData":
+    """Fetch the raw (and XML) file, check its structure, parse it with echopype; with
+    `stamp`, record echoflow's provenance in it (only worth it when it will be written:
+    each group set back costs the EchoData a copy)."""
     echopype = load()
 
     raw = storage.fetch(req.raw_file, req.input_storage_options, workdir)
@@ -67,14 +69,19 @@ def open_raw(req: ConvertRequest, workdir: Path) -> "EchoData":
     beam = ed["Sonar/Beam_group1"]
     if beam is None or beam.sizes.get("ping_time", 0) == 0:
         raise RawFileError(f"{where}: holds no pings; the file is empty or not {req.sonar_model} data")
+    if stamp:
+        _stamp(ed, req, {raw: req.raw_file, xml: req.xml_path})
+    return ed
+
+
+def _stamp(ed: "EchoData", req: ConvertRequest, fetched: dict[Optional[str], Optional[str]]) -> None:
     record = provenance(req)
     for group in ("Top-level", "Provenance"):
         ds = ed[group]  # a copy: echopype hands out datasets, so set it back
         ds.attrs.update(record)
         if group == "Provenance":
-            _name_true_sources(ds, {raw: req.raw_file, xml: req.xml_path})
+            _name_true_sources(ds, fetched)
         ed[group] = ds
-    return ed
 
 
 def _name_true_sources(ds: Any, fetched: dict[Optional[str], Optional[str]]) -> None:

@@ -127,7 +127,8 @@ def run_chain(chain: FileChain, done: list[str]) -> ChainResult:
             for i, step in enumerate(chain.steps[: last + 1]):
                 start = time.perf_counter()
                 if i == 0:
-                    values.append(convert.open_raw(_request(chain), workdir))
+                    written = bool(step.output) and step.output not in done
+                    values.append(convert.open_raw(_request(chain), workdir, stamp=written))
                     span = ping_span(values[0])
                 else:
                     values.append(_compute(step.stage, step.params, values[step.input or 0], values[0], chain.item))

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from echoflow import runtime
 from echoflow.errors import is_transient, one_line
@@ -143,7 +144,7 @@ def run_chains(todo: list[Todo], workers: int) -> list[StageResult]:
         return []
     given = runtime.current().workers
     if not given and (workers <= 1 or len(todo) <= 1):  # in this process: no pool start-up for one file
-        return batch_results(chains_task(todo, batch_label(todo), return_state=True), todo)
+        return batch_results(chains_task(quote(todo), batch_label(todo), return_state=True), todo)
     out: list[StageResult] = []
     with (
         nullcontext(given) if given else Workers(workers) as pool,
@@ -151,8 +152,9 @@ def run_chains(todo: list[Todo], workers: int) -> list[StageResult]:
         ThreadPoolTaskRunner[Any](max_workers=BATCHES_IN_FLIGHT) as runner,
     ):
         parts = batches(todo, max(workers, pool.count))
+        # quote: Prefect would otherwise walk every chain of a batch, looking for futures
         futures: dict[Any, list[Todo]] = {
-            runner.submit(chains_task, {"todo": b, "label": batch_label(b)}): b for b in parts
+            runner.submit(chains_task, {"todo": quote(b), "label": batch_label(b)}): b for b in parts
         }
         for fut in as_completed(list(futures)):
             fut.wait()  # holds the final state from here on (`state` alone may ask the API, which may lag)

@@ -24,7 +24,6 @@ from echoflow.storage.outputs import (
     fetch,
     scratch_dir,
     scratch_root,
-    size_of,
     staging_path,
 )
 from echoflow.storage.sources import (
@@ -70,7 +69,6 @@ __all__ = [
     "scratch_dir",
     "scratch_root",
     "shown",
-    "size_of",
     "staging_path",
     "stem",
 ]

@@ -91,10 +91,6 @@ def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def size_of(path: Path) -> int:
-    return sum(manifest_of(path).values())
-
-
 class OutputWriter:
     """Holds an output's lock from before staging until after its marker is written.
 
