@@ -1,7 +1,7 @@
 """Recipe open_raw → compute_Sv → compute_MVBS (20 m, 20 s): plain echopype script vs a
 hand-written process pool vs `echoflow run`.
 
-    python benchmarks/recipe_bench.py [--files 24] [--repeat 3] [--busy N]
+    python benchmarks/recipe_bench.py [--files 24] [--repeat 3] [--busy N] [--length K]
 
 Every variant runs as a new process on the same copies of the EK60 sample and writes the
 same final products (one MVBS zarr per file): (a) a sequential echopype script, (b) a
@@ -10,7 +10,9 @@ hand-written 2-process pool doing the same per-file chain, (c) `echoflow run` wi
 interleaved and the fastest of each counts (a shared machine only ever adds time). Then
 peak memory over 12 and 48 files of the recipe with a cruise-level MVBS (combine_echodata),
 and output bytes per raw byte. Targets (2 cores): (a)/(c) >= 1.6, (c)/(b) <= 1.2,
-(d)/(c) <= 0.1, memory 48/12 <= 1.25.
+(d)/(c) <= 0.1, memory 48/12 <= 1.25. (a)/(b) is printed too: no 2-process scheme gets
+more out of the machine's two cores than the bare pool. `--length K` times files holding
+the sample's pings K times over (the fixed start-up costs weigh less, as with real files).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,18 +59,27 @@ if __name__ == "__main__":
 )
 
 
-def dated_copies(folder: Path, n: int) -> list[Path]:
+def dated_copies(folder: Path, n: int, length: int = 1) -> list[Path]:
     """Copies of the sample whose pings are at the time in their names (10 min apart), so a
-    cruise-level MVBS sees a cruise, not 48 copies of the same minute."""
+    cruise-level MVBS sees a cruise, not 48 copies of the same minute. With `length` > 1,
+    each file holds the sample's pings `length` times over (10: 12 MB and 12 minutes, still
+    shorter than a typical hour-long survey file), the files 2 minutes apart."""
     sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "recipes")]
-    from recipe_samples import EK60_TIME, shifted_copy
+    from recipe_samples import EK60_TIME, repeated_pings, shifted_copy, simrad_name
 
     from echoflow.discover import file_time
 
     files = ek60_copies(folder, n)
-    for f in files:
-        shifted_copy(f, f, file_time(f.name) - EK60_TIME)
-    return files
+    if length == 1:
+        return [shifted_copy(f, f, file_time(f.name) - EK60_TIME) for f in files]
+    longer = repeated_pings(folder / "longer.tmp", length)
+    out = []
+    for i, f in enumerate(files):
+        f.unlink()
+        delta = i * timedelta(seconds=72 * length + 120)
+        out.append(shifted_copy(longer, folder / simrad_name(EK60_TIME + delta), delta))
+    longer.unlink()
+    return out
 
 
 def recipe(folder: Path, out: Path, cruise: bool = False) -> str:
@@ -94,6 +106,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the fastest counts")
     ap.add_argument("--busy", type=int, default=0, help="processes spinning during the timed rounds (a busy machine)")
+    ap.add_argument(
+        "--length", type=int, default=1, help="each timed file holds the sample's pings this many times over"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="echoflow-recipe-bench-"))
     py, echoflow = sys.executable, str(BIN / "echoflow")
@@ -109,6 +124,9 @@ def main() -> None:
             folders[n].mkdir()
             for f in all_files[:n]:
                 os.link(f, folders[n] / f.name)
+        if args.length > 1:  # the timed rounds only; the memory runs keep the sample's length
+            folders[args.files] = work / "raw-longer"
+            dated_copies(folders[args.files], args.files, args.length)
         batch = [str(p) for p in sorted(folders[args.files].iterdir())]
         raw_bytes = tree_bytes(folders[args.files])
 
@@ -135,13 +153,16 @@ def main() -> None:
 
         a, b, c, d = (best[k] for k in variants)
         checks = [
+            # A bare pool's speed-up is what any 2-process scheme can reach on this machine.
+            ("(a) / (b): the pool's speed-up", a.seconds / b.seconds, "", True),
             ("speed-up of (c) over (a)", a.seconds / c.seconds, ">= 1.6", a.seconds / c.seconds >= 1.6),
             ("(c) / (b) wall time", c.seconds / b.seconds, "<= 1.2", c.seconds / b.seconds <= 1.2),
             ("(d) re-run / (c)", d.seconds / c.seconds, "<= 0.1", d.seconds / c.seconds <= 0.1),
             ("peak memory 48 / 12 files", m48.peak_mb / m12.peak_mb, "<= 1.25", m48.peak_mb / m12.peak_mb <= 1.25),
         ]
         header = (
-            f"fastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample (1.2 MB); "
+            f"fastest of {args.repeat} interleaved rounds; {args.files} copies of the EK60 sample "
+            f"({'1.2 MB, 70 s' if args.length == 1 else f'its pings {args.length} times over: {raw_bytes / args.files / 1e6:.1f} MB each'}); "
             "open_raw → compute_Sv → compute_MVBS (20m, 20s)"
         )
         ratio = f"output bytes per raw byte (c): {out_bytes / raw_bytes:.4f} ({out_bytes} / {raw_bytes})"

@@ -32,6 +32,20 @@ def shifted_copy(src: Path, dst: Path, delta: timedelta) -> Path:
     return dst
 
 
+def repeated_pings(dst: Path, times: int, src: Path = EK60_RAW) -> Path:
+    """A longer Simrad .raw file: the configuration datagram once, then the sample's other
+    datagrams `times` times over, each repeat 72 s (the sample's span and a ping) later."""
+    data = src.read_bytes()
+    (first,) = struct.unpack_from("<i", data, 0)
+    head, body = data[: first + 8], dst.with_suffix(".body")
+    body.write_bytes(data[first + 8 :])
+    # shifted in place: each repeat 72 s after the one before
+    parts = [shifted_copy(body, body, timedelta(seconds=72 if i else 0)).read_bytes() for i in range(times)]
+    body.unlink()
+    dst.write_bytes(head + b"".join(parts))
+    return dst
+
+
 def make_batch(folder: Path, times: list[datetime]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [shifted_copy(EK60_RAW, folder / simrad_name(t), t - EK60_TIME) for t in times]
