@@ -1,8 +1,8 @@
 """Worker processes for echopype's GIL-bound parsing.
 
 On Linux, workers are forked from a fork server that imported echopype once (about
-1.7 CPU-s), so a pool of N costs one import, not N, and its workers share the imported
-pages. Elsewhere they are spawned and import it themselves. Either way they start as soon
+1.3 CPU-s, what workers rarely need deferred: `_deferred`), so a pool of N costs one
+import, not N, and its workers share the imported pages. Elsewhere they are spawned and import it themselves. Either way they start as soon
 as the pool exists, so they are warm by the time the flow has planned its files. A worker
 that dies (e.g. killed for memory) breaks the pool; the pool is rebuilt and the error is
 reported as transient, so Prefect's task retries resubmit the affected files.
@@ -138,7 +138,7 @@ def _warm(parent: int, env: dict[str, str], cwd: str, stderr: Any = None) -> Non
 
 def start_server() -> None:
     """Start the fork server now, before the command has read its input: its echopype
-    import (~1.7 s) is the longest step before the first file, and this way it overlaps all
+    import (~1.3 s) is the longest step before the first file, and this way it overlaps all
     the others. The caller calls `stop_unused_server` at exit, so that the import is not
     left running for nothing when no pool used it (e.g. a re-run over complete outputs):
     it would also hold the caller's stderr open. Linux only."""
