@@ -159,3 +159,24 @@ def test_killed_worker_during_a_recipe_is_retried_and_every_file_completes(prefe
     for r in raws:
         assert storage.read_marker(str(out / "compute_MVBS" / f"{r.stem}.zarr"), None)
     assert leftovers(out / "compute_MVBS") == []
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`echoflow convert --help | head`: the pipe closes early; that is no error to report."""
+    import os
+    import sys
+    from pathlib import Path
+
+    echoflow = Path(sys.executable).parent / "echoflow"
+    env = {**os.environ, "ECHOFLOW_HOME": str(tmp_path)}
+    whole = subprocess.run([echoflow, "convert", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert len(whole.stdout.splitlines()) > 35  # so `head -30` leaves while it still writes
+    for _ in range(3):
+        proc = subprocess.run(
+            ["bash", "-c", f"{echoflow} convert --help | head -30"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.stderr == "" and "Usage" in proc.stdout

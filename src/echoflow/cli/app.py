@@ -31,9 +31,20 @@ class Commands(TyperGroup):
             message = pydantic_message(exc) if isinstance(exc, ValidationError) else one_line(exc)
             fail(message, ExitCode.USAGE)
         except Exception as exc:  # noqa: BLE001 - still one line; ECHOFLOW_DEBUG=1 shows the traceback
+            if isinstance(exc, BrokenPipeError) and _reader_gone():
+                raise  # `echoflow … | head`: click ends quietly, as `yes | head` does
             if os.environ.get("ECHOFLOW_DEBUG"):
                 raise
             fail(f"{one_line(exc)} (ECHOFLOW_DEBUG=1 shows where)", ExitCode.FAILED)
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe nobody reads any more (not some socket of the run)."""
+    import select
+
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 app = typer.Typer(
