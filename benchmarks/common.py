@@ -95,6 +95,25 @@ def timed(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> Ru
     return Run(seconds, peak[0], proc.returncode)
 
 
+# Array work like a chain's (calibration, binning): bound by memory bandwidth, which two
+# processes share.
+ARRAY_WORK = "import numpy as np; a = np.random.rand(3000, 3000)\nfor _ in range(30): np.log10(a * a + 1.0).sum()"
+
+
+def two_at_once() -> float:
+    """How much slower array work runs with a second copy beside it than alone: 1.0 on two
+    cores that share nothing; this bounds what any 2-process scheme gains here."""
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", ARRAY_WORK]) for _ in range(n)]
+        for p in procs:
+            p.wait()
+        return time.perf_counter() - start
+
+    return min(run(2) for _ in range(2)) / min(run(1) for _ in range(2))
+
+
 @contextmanager
 def busy(n: int) -> Iterator[None]:
     """`n` processes spinning at normal priority for the duration: a busy machine that is

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BIN, ek60_copies, fastest, report, timed  # noqa: E402
+from common import BIN, ek60_copies, fastest, report, timed, two_at_once  # noqa: E402
 
 LOOP = """
 import sys, echopype as ep
@@ -108,7 +108,8 @@ def main() -> None:
             ("peak memory 48 / 12 files", m48.peak_mb / m12.peak_mb, "<= 1.25", m48.peak_mb / m12.peak_mb <= 1.25),
         ]
         header = f"fastest of {args.repeat} interleaved rounds; {args.files} copies of {Path(files[0]).name.split('-D')[0]} (EK60, 1.2 MB) -> {args.format}"
-        report(header, args.busy, rows, checks)
+        machine = f"array work, two processes at once: each {two_at_once():.2f}x as long as alone"
+        report(header, args.busy, rows, checks, machine)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import BIN, REPO, ek60_copies, fastest, report, timed  # noqa: E402
+from common import BIN, REPO, ek60_copies, fastest, report, timed, two_at_once  # noqa: E402
 
 CHAIN = """
 def chain(f, out):
@@ -166,7 +166,8 @@ def main() -> None:
             "open_raw → compute_Sv → compute_MVBS (20m, 20s)"
         )
         ratio = f"output bytes per raw byte (c): {out_bytes / raw_bytes:.4f} ({out_bytes} / {raw_bytes})"
-        report(header, args.busy, rows, checks, ratio)
+        machine = f"array work, two processes at once: each {two_at_once():.2f}x as long as alone"
+        report(header, args.busy, rows, checks, ratio, machine)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
