@@ -69,15 +69,12 @@ def dated_copies(folder: Path, n: int, length: int = 1) -> list[Path]:
 
     from echoflow.discover import file_time
 
-    files = ek60_copies(folder, n)
     if length == 1:
-        return [shifted_copy(f, f, file_time(f.name) - EK60_TIME) for f in files]
+        return [shifted_copy(f, f, file_time(f.name) - EK60_TIME) for f in ek60_copies(folder, n)]
+    folder.mkdir(parents=True, exist_ok=True)
     longer = repeated_pings(folder / "longer.tmp", length)
-    out = []
-    for i, f in enumerate(files):
-        f.unlink()
-        delta = i * timedelta(seconds=72 * length + 120)
-        out.append(shifted_copy(longer, folder / simrad_name(EK60_TIME + delta), delta))
+    deltas = [i * timedelta(seconds=72 * length + 120) for i in range(n)]
+    out = [shifted_copy(longer, folder / simrad_name(EK60_TIME + d), d) for d in deltas]
     longer.unlink()
     return out
 

@@ -7,8 +7,8 @@ it (`entered`); tasks on Prefect's threads see them because Prefect copies the c
 
 Start-up order, and why (the CLI follows it; a script calling a flow gets 3 and 4):
 0. `convert`, `run`, `watch`: start the workers' fork server (`workers.start_server`)
-   before anything else; its echopype import (~1.3 s, see _deferred.py) is the longest step before the first
-   file. A command that then needs no worker stops it at exit.
+   before anything else; its echopype import (~1.3 s, see _deferred.py) is the longest
+   step before the first file. A command that then needs no worker stops it at exit.
 1. Check the input without importing Prefect or echopype: bad input fails in ~0.1 s.
 2. Start the worker pool (`workers.Workers`): its workers fork from the server once its
    import is done, while this process imports Prefect on the other core.

@@ -2,10 +2,11 @@
 
 On Linux, workers are forked from a fork server that imported echopype once (about
 1.3 CPU-s, what workers rarely need deferred: `_deferred`), so a pool of N costs one
-import, not N, and its workers share the imported pages. Elsewhere they are spawned and import it themselves. Either way they start as soon
-as the pool exists, so they are warm by the time the flow has planned its files. A worker
-that dies (e.g. killed for memory) breaks the pool; the pool is rebuilt and the error is
-reported as transient, so Prefect's task retries resubmit the affected files.
+import, not N, and its workers share the imported pages. Elsewhere they are spawned and
+import it themselves. Either way they start as soon as the pool exists, so they are warm
+by the time the flow has planned its files. A worker that dies (e.g. killed for memory)
+breaks the pool; the pool is rebuilt and the error is reported as transient, so Prefect's
+task retries resubmit the affected files.
 """
 
 from __future__ import annotations

@@ -16,19 +16,24 @@ def simrad_name(t: datetime) -> str:
     return f"DY1801_EK60-D{t:%Y%m%d}-T{t:%H%M%S}.raw"
 
 
-def shifted_copy(src: Path, dst: Path, delta: timedelta) -> Path:
-    """Copy a Simrad .raw file with every datagram's time moved by `delta`, so copies named
-    for other times also hold those times (echopype combines files in time order)."""
-    data = bytearray(src.read_bytes())
+def shifted(data: bytes, delta: timedelta) -> bytes:
+    """Simrad .raw datagrams with every datagram's time moved by `delta`."""
+    out = bytearray(data)
     ticks = int(delta.total_seconds() * 10_000_000)  # NT time: 100 ns since 1601
     off = 0
-    while off < len(data):
-        (length,) = struct.unpack_from("<i", data, off)
-        low, high = struct.unpack_from("<II", data, off + 8)  # after <length><type>
+    while off < len(out):
+        (length,) = struct.unpack_from("<i", out, off)
+        low, high = struct.unpack_from("<II", out, off + 8)  # after <length><type>
         t = (high << 32 | low) + ticks
-        struct.pack_into("<II", data, off + 8, t & 0xFFFFFFFF, t >> 32)
+        struct.pack_into("<II", out, off + 8, t & 0xFFFFFFFF, t >> 32)
         off += length + 8
-    dst.write_bytes(bytes(data))
+    return bytes(out)
+
+
+def shifted_copy(src: Path, dst: Path, delta: timedelta) -> Path:
+    """Copy a Simrad .raw file with its times moved by `delta`, so copies named for other
+    times also hold those times (echopype combines files in time order)."""
+    dst.write_bytes(shifted(src.read_bytes(), delta))
     return dst
 
 
@@ -37,12 +42,8 @@ def repeated_pings(dst: Path, times: int, src: Path = EK60_RAW) -> Path:
     datagrams `times` times over, each repeat 72 s (the sample's span and a ping) later."""
     data = src.read_bytes()
     (first,) = struct.unpack_from("<i", data, 0)
-    head, body = data[: first + 8], dst.with_suffix(".body")
-    body.write_bytes(data[first + 8 :])
-    # shifted in place: each repeat 72 s after the one before
-    parts = [shifted_copy(body, body, timedelta(seconds=72 if i else 0)).read_bytes() for i in range(times)]
-    body.unlink()
-    dst.write_bytes(head + b"".join(parts))
+    body = data[first + 8 :]
+    dst.write_bytes(data[: first + 8] + b"".join(shifted(body, timedelta(seconds=72 * i)) for i in range(times)))
     return dst
 
 

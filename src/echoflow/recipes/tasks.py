@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from math import ceil
 from typing import Any, Iterator
 
@@ -113,20 +113,29 @@ def pool_size(concurrency: int, n: int) -> int:
     return max(1, min(concurrency or available_cpus(), n))
 
 
+def in_process(workers: int, n: int) -> bool:
+    """Whether n items run in this process: no pool start-up for one item, unless the
+    caller already started a pool."""
+    return not runtime.current().workers and (workers <= 1 or n <= 1)
+
+
+@contextmanager
+def run_pool(workers: int) -> Iterator[Workers]:
+    """The run's worker pool, else a new one of `workers` processes for the block."""
+    given = runtime.current().workers
+    with nullcontext(given) if given else Workers(workers) as pool, runtime.entered(workers=pool):
+        yield pool
+
+
 def submit_all(fn: Any, calls: list[dict[str, Any]], workers: int) -> Iterator[tuple[int, Any]]:
     """(index, result or exception) for each call, as they finish, on a worker pool when
     there is more than one call (or the caller already started one)."""
-    given = runtime.current().workers
-    if not given and (workers <= 1 or len(calls) <= 1):
-        for i, kw in enumerate(calls):  # in this process: no pool start-up for one item
+    if in_process(workers, len(calls)):
+        for i, kw in enumerate(calls):
             state = fn(**kw, return_state=True)
             yield i, _outcome(state)
         return
-    with (
-        nullcontext(given) if given else Workers(workers) as pool,
-        runtime.entered(workers=pool),
-        ThreadPoolTaskRunner[Any](max_workers=2 * max(workers, pool.count)) as runner,
-    ):
+    with run_pool(workers) as pool, ThreadPoolTaskRunner[Any](max_workers=2 * max(workers, pool.count)) as runner:
         futures: dict[Any, int] = {runner.submit(fn, kw): i for i, kw in enumerate(calls)}
         for fut in as_completed(list(futures)):
             yield futures[fut], _outcome(fut)
@@ -142,15 +151,10 @@ def _outcome(run: Any) -> Any:
 def run_chains(todo: list[Todo], workers: int) -> list[StageResult]:
     if not todo:
         return []
-    given = runtime.current().workers
-    if not given and (workers <= 1 or len(todo) <= 1):  # in this process: no pool start-up for one file
+    if in_process(workers, len(todo)):
         return batch_results(chains_task(quote(todo), batch_label(todo), return_state=True), todo)
     out: list[StageResult] = []
-    with (
-        nullcontext(given) if given else Workers(workers) as pool,
-        runtime.entered(workers=pool),
-        ThreadPoolTaskRunner[Any](max_workers=BATCHES_IN_FLIGHT) as runner,
-    ):
+    with run_pool(workers) as pool, ThreadPoolTaskRunner[Any](max_workers=BATCHES_IN_FLIGHT) as runner:
         parts = batches(todo, max(workers, pool.count))
         # quote: Prefect would otherwise walk every chain of a batch, looking for futures
         futures: dict[Any, list[Todo]] = {
